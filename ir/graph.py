@@ -1,0 +1,135 @@
+"""The IR's data structures: small, slotted, immutable.
+
+A ``Graph`` is a named plan over named parties. Its body is a sequence of ``Node``s in
+SSA form ending in a ``return``. A node may own ``Region``s (a loop body), whose first
+values are block parameters and whose last node is a ``yield``. Regions may use values
+defined above them. Every node carries the user's source location.
+
+Equality is structural, so ``parse(print(g)) == g`` means what it says.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .types import TensorType
+
+# attribute values are plain, hashable, printable data: no objects, no code
+AttrValue = int | float | bool | str | None | tuple
+
+
+@dataclass(frozen=True, slots=True)
+class Loc:
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    name: str
+    type: TensorType
+
+    def __str__(self) -> str:
+        return f"%{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    params: tuple[Value, ...]
+    nodes: tuple["Node", ...]
+
+    @property
+    def yielded(self) -> tuple[Value, ...]:
+        return self.nodes[-1].operands if self.nodes else ()
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    op: str
+    operands: tuple[Value, ...] = ()
+    results: tuple[Value, ...] = ()
+    attrs: tuple[tuple[str, AttrValue], ...] = ()
+    regions: tuple[Region, ...] = ()
+    loc: Loc | None = None
+
+    def attr(self, name: str, default=None):
+        for k, v in self.attrs:
+            if k == name:
+                return v
+        return default
+
+    @property
+    def attr_dict(self) -> dict:
+        return dict(self.attrs)
+
+    @property
+    def result(self) -> Value:
+        (r,) = self.results
+        return r
+
+    def where(self) -> str:
+        """`file:line: op %result` for error messages."""
+        at = f"{self.loc}: " if self.loc else ""
+        res = ", ".join(map(str, self.results))
+        return f"{at}{self.op}" + (f" {res}" if res else "")
+
+
+def make_attrs(d: dict | None) -> tuple[tuple[str, AttrValue], ...]:
+    """Canonical attribute tuple: sorted by name, lists turned into tuples."""
+    if not d:
+        return ()
+    out = []
+    for k, v in sorted(d.items()):
+        if isinstance(v, list):
+            v = tuple(v)
+        out.append((k, v))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Graph:
+    name: str
+    parties: tuple[str, ...]
+    nodes: tuple[Node, ...] = field(default=())
+
+    @property
+    def outputs(self) -> tuple[Value, ...]:
+        if self.nodes and self.nodes[-1].op == "return":
+            return self.nodes[-1].operands
+        return ()
+
+    def party_index(self, name: str) -> int:
+        try:
+            return self.parties.index(name)
+        except ValueError:
+            raise KeyError(f"plan @{self.name} has no party {name!r}; parties are {', '.join(self.parties)}") from None
+
+    def walk(self) -> Iterator[Node]:
+        """Every node, nested regions included, in program order."""
+        yield from _walk(self.nodes)
+
+    def loads(self) -> list[Node]:
+        return [n for n in self.walk() if n.op == "load"]
+
+    def consts(self) -> list[Node]:
+        return [n for n in self.walk() if n.op == "const"]
+
+    def to_networkx(self):
+        from .nx import to_networkx
+
+        return to_networkx(self)
+
+    def __str__(self) -> str:
+        from .printer import print_graph
+
+        return print_graph(self)
+
+
+def _walk(nodes) -> Iterator[Node]:
+    for n in nodes:
+        yield n
+        for r in n.regions:
+            yield from _walk(r.nodes)
