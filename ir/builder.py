@@ -40,7 +40,7 @@ class Builder:
 
     # ---- nodes
     def emit(self, op: str, operands=(), attrs=None, *, loc: Loc | None = None, name: str | None = None,
-             types: list[TensorType] | None = None, regions=()):
+             types: list[TensorType] | None = None, regions=(), at_top: bool = False):
         """Append `op`; returns its Value (or a tuple for several results)."""
         d = ops.get(op)
         full = ops.full_attrs(d, attrs or {})
@@ -54,7 +54,9 @@ class Builder:
             types = ops.infer_types(op, [v.type for v in operands], full)
         results = tuple(Value(self.fresh(name or op), t) for t in types)
         node = Node(op, operands, results, make_attrs(full), tuple(regions), loc)
-        self._blocks[-1].append(node)
+        # operand-free sources may go to the plan's top block, so that a load first met
+        # inside a loop body is still visible after the loop
+        self._blocks[0 if at_top and not operands else -1].append(node)
         if len(results) == 1:
             return results[0]
         return results

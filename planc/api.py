@@ -1,0 +1,147 @@
+"""`planc.trace` and the `@planc.plan` decorator."""
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+
+import torch
+import torch.fx as fx
+
+from planc.ir.graph import Value
+from planc.ir.verify import VerifyError, verify
+
+from .errors import TraceError, user_loc
+from .tracer import ACTIVE, PlancTracer
+
+
+def trace(fn, *specs, name: str | None = None, parties=None, owner: str | None = None, tag: str | None = None):
+    """Trace `fn` (a function or an nn.Module) into a verified `Plan`.
+
+    `specs` give one input per positional argument: ``planc.load(...)`` for a party's data,
+    ``planc.public(shape)`` for a run-time public argument. For a module, ``owner=`` and
+    ``tag=`` say who holds its weights (each becomes a ``load`` of ``tag/<param>``).
+    `parties` fixes the party order; by default parties are numbered as they appear.
+    """
+    from planc.ir.plan import Plan
+
+    if isinstance(fn, PlanFunction):
+        return fn.trace(*specs) if specs else fn.plan
+    if not callable(fn):
+        raise TraceError(f"trace expects a function or an nn.Module, got {type(fn).__name__}")
+    target = fn.forward if isinstance(fn, torch.nn.Module) else fn
+    nparams = _positional_count(target)
+    if nparams is not None and len(specs) != nparams:
+        raise TraceError(f"{_qualname(fn)} takes {nparams} positional argument(s) but {len(specs)} input spec(s) "
+                         "were given; pass planc.load(...) or planc.public(...) for each", user_loc())
+    cx = PlancTracer(_plan_name(name or _qualname(fn)), parties or ())
+    if isinstance(fn, torch.nn.Module):
+        if owner is not None:
+            cx.own_module(fn, owner, tag or type(fn).__name__.lower())
+    elif owner is not None:
+        raise TraceError("owner= is for tracing an nn.Module; mark modules inside functions with planc.owned",
+                         user_loc())
+    cx._placeholder_specs = list(specs)
+    token = ACTIVE.set(cx)
+    try:
+        cx.trace(fn)
+    except TraceError as e:
+        raise e.with_traceback(None) from None
+    except fx.proxy.TraceError as e:
+        raise TraceError(str(e), user_loc()) from None
+    finally:
+        ACTIVE.reset(token)
+    outs = _flatten_outputs(cx.outputs)
+    graph = cx.b.finish(outs)
+    try:
+        verify(graph)
+    except VerifyError as e:  # a bug in lowering, never the user's fault: say so
+        raise TraceError(f"internal error: traced IR does not verify:\n{e}") from e
+    used = {n.attr("name") for n in graph.consts() if n.attr("name") is not None}
+    consts = {k: v for k, v in cx.constants.items() if k in used}
+    return Plan(graph, consts, {k: v for k, v in cx.captured.items() if k in used}, {})
+
+
+def _flatten_outputs(out) -> list[Value]:
+    from .tracer import PlancProxy
+
+    if out is None:
+        raise TraceError("the traced function returns nothing; return the values the plan produces")
+    items = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (tuple, list)) else [out]
+    vals = []
+    for x in items:
+        x = x.value if isinstance(x, PlancProxy) else x
+        if not isinstance(x, Value):
+            raise TraceError(f"the traced function returns a {type(x).__name__}; a plan returns tensors")
+        vals.append(x)
+    return vals
+
+
+def _positional_count(f):
+    try:
+        sig = inspect.signature(f)
+    except (TypeError, ValueError):
+        return None
+    n = 0
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            return None
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty:
+            n += 1
+    return n
+
+
+def _qualname(fn) -> str:
+    if isinstance(fn, torch.nn.Module):
+        return type(fn).__name__
+    return getattr(fn, "__name__", "plan")
+
+
+def _plan_name(s: str) -> str:
+    s = re.sub(r"\W", "_", s)
+    return s if s and not s[0].isdigit() else "plan_" + s
+
+
+class PlanFunction:
+    """A function with its input specs, traced on first use (like PySyft's func2plan).
+
+    Calling it runs the original PyTorch code; `.plan` is the traced Plan."""
+
+    def __init__(self, fn, specs, name, parties):
+        functools.update_wrapper(self, fn)
+        self.fn, self.specs, self.name, self.parties = fn, specs, name, parties
+        self._plan = None
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def trace(self, *specs):
+        return trace(self.fn, *specs, name=self.name or self.fn.__name__, parties=self.parties)
+
+    @property
+    def plan(self):
+        if self._plan is None:
+            self._plan = self.trace(*self.specs)
+        return self._plan
+
+
+def plan(*specs, name: str | None = None, parties=None):
+    """Decorator: ``@planc.plan(planc.load("x", owner="bob", shape=(3,)), parties=["alice", "bob"])``."""
+    if len(specs) == 1 and callable(specs[0]) and not hasattr(specs[0], "materialize"):
+        return PlanFunction(specs[0], (), None, None)
+
+    def deco(fn):
+        return PlanFunction(fn, specs, name, parties)
+
+    return deco
+
+
+def run_reference(plan, *, data=None, inputs=(), models=None, stats=None):
+    """Run a Plan (or a bare Graph) in plaintext with each party's data by tag:
+    ``data={"alice": {"cnn/fc.weight": w, ...}, "bob": {"mnist/test": x}}``."""
+    from planc.ir.graph import Graph
+    from planc.runtime.reference import run_reference as _run
+
+    if isinstance(plan, Graph):
+        return _run(plan, data=data, inputs=inputs, models=models, stats=stats)
+    return _run(plan.graph, data=data, constants=plan.constants, inputs=inputs, models=models, stats=stats)

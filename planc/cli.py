@@ -1,0 +1,318 @@
+"""The `planc` command line: trace, show, graph, run, ops.
+
+Every failure the user can cause ends as one clear message and a non-zero status;
+set PLANC_DEBUG=1 to see Python tracebacks as well.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+EXIT_USAGE, EXIT_ERROR = 2, 1
+
+
+class CliError(Exception):
+    pass
+
+
+def _console():
+    from rich.console import Console
+
+    # pipes get a wide console: file paths and types should not wrap mid-word
+    width = None if sys.stdout.isatty() else 160
+    return Console(highlight=False, soft_wrap=True, width=width)
+
+
+# ------------------------------------------------------------------ trace
+
+
+def _import_file(path: str):
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"{path}: no such file")
+    name = "_planc_user_" + "".join(c if c.isalnum() else "_" for c in p.stem)
+    spec = importlib.util.spec_from_file_location(name, p)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    sys.path.insert(0, str(p.resolve().parent))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.pop(0)
+    return mod
+
+
+def load_target(ref: str):
+    """`file.py:obj` -> a Plan, tracing the object as needed."""
+    import planc
+    from planc.ir.plan import Plan
+
+    if ":" not in ref:
+        raise CliError(f"{ref}: expected FILE.py:OBJECT, e.g. examples/mnist_cnn.py:encrypted_inference")
+    path, _, attr = ref.rpartition(":")
+    mod = _import_file(path)
+    obj = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise CliError(f"{path} has no object {attr!r}")
+        obj = getattr(obj, part)
+    if isinstance(obj, Plan):
+        return obj
+    if isinstance(obj, planc.PlanFunction):
+        return obj.plan
+    if callable(obj):
+        return planc.trace(obj)
+    raise CliError(f"{ref} is a {type(obj).__name__}; expected a @planc.plan function, a function or a Plan")
+
+
+def cmd_trace(a):
+    plan = load_target(a.target)
+    if a.name:
+        from dataclasses import replace
+
+        plan.graph = replace(plan.graph, name=a.name)
+    plan.save(a.output)
+    print(f"wrote {a.output}  ({len(plan.to_bytes())} bytes, sha256 {plan.sha256()})")
+    return 0
+
+
+# ------------------------------------------------------------------ show
+
+
+def _read_plan(path):
+    from planc.ir.plan import Plan
+
+    if not Path(path).is_file():
+        raise CliError(f"{path}: no such file")
+    return Plan.read(path)
+
+
+def _party(g, i):
+    return "all" if i == -1 else g.parties[i]
+
+
+def _holder(g, t) -> str:
+    v = t.vis
+    if v.is_public:
+        return "every party"
+    if v.is_private:
+        return g.parties[v.owner]
+    return "nobody (stays secret-shared)"
+
+
+def cmd_show(a):
+    from rich.table import Table
+
+    from planc.summary import summarize
+
+    plan = _read_plan(a.plan)
+    g = plan.graph
+    s = summarize(plan)
+    con = _console()
+    con.print(f"[bold]plan @{g.name}[/bold]  {a.plan}")
+    con.print(f"  parties   {', '.join(f'{p}={i}' for i, p in enumerate(g.parties))}")
+    con.print(f"  sha256    {plan.sha256()}")
+    con.print(f"  nodes     {s['nodes']}  (loop bodies counted once)")
+    if not a.no_ir:
+        con.print()
+        con.print(str(g), markup=False)
+
+    t = Table(title="inputs", title_justify="left")
+    for c in ("party", "tag / index", "type", "source"):
+        t.add_column(c)
+    for row in s["inputs"]:
+        t.add_row(*row)
+    con.print(t)
+
+    t = Table(title="outputs", title_justify="left")
+    for c in ("#", "type", "received by", "source"):
+        t.add_column(c)
+    for i, v in enumerate(g.outputs):
+        t.add_row(str(i), str(v.type), _holder(g, v.type), s["out_locs"][i])
+    con.print(t)
+
+    t = Table(title=f"captured constants ({len(plan.constants)})", title_justify="left")
+    for c in ("name", "type", "bytes", "origin"):
+        t.add_column(c)
+    for name, ty, nbytes, origin in s["constants"]:
+        t.add_row(name, ty, f"{nbytes:,}", origin)
+    con.print(t)
+    if not plan.constants:
+        con.print("  (no tensor travels inside this plan)")
+
+    t = Table(title="ops", title_justify="left")
+    for c in ("op", "count", "communicates on secrets"):
+        t.add_column(c)
+    for op, n, comm in s["histogram"]:
+        t.add_row(op, str(n), "yes" if comm else "")
+    con.print(t)
+    return 0
+
+
+# ------------------------------------------------------------------ graph
+
+
+def cmd_graph(a):
+    import shutil
+    import subprocess
+
+    from planc.graphviz import to_dot
+
+    plan = _read_plan(a.plan)
+    dot = to_dot(plan.graph)
+    out = a.output
+    if out.endswith(".dot") or out.endswith(".gv"):
+        Path(out).write_text(dot)
+    else:
+        fmt = Path(out).suffix.lstrip(".") or "svg"
+        exe = shutil.which("dot")
+        if exe is None:
+            raise CliError("Graphviz's `dot` is not installed (apt-get install graphviz); "
+                           "or write the DOT text with -o graph.dot")
+        r = subprocess.run([exe, f"-T{fmt}", "-o", out], input=dot.encode(), capture_output=True, timeout=120)
+        if r.returncode:
+            raise CliError(f"dot failed: {r.stderr.decode(errors='replace').strip()}")
+    print(f"wrote {out}")
+    return 0
+
+
+# ------------------------------------------------------------------ run
+
+
+def parse_data_args(items, parties):
+    """`PARTY:TAG=FILE` (one tensor) or `PARTY=FILE.safetensors` (every tensor, by name)."""
+    from planc.weights import read_tensors
+
+    data: dict[str, dict] = {}
+    for item in items or ():
+        left, eq, path = item.partition("=")
+        if not eq or not path:
+            raise CliError(f"--data {item!r}: expected PARTY:TAG=FILE or PARTY=FILE.safetensors")
+        party, _, tag = left.partition(":")
+        if party not in parties:
+            raise CliError(f"--data {item!r}: no party {party!r} in this plan; parties are {', '.join(parties)}")
+        try:
+            tensors = read_tensors(path)
+        except (OSError, ValueError) as e:
+            raise CliError(f"--data {item!r}: {e}") from None
+        if tag:
+            if tag in tensors:
+                t = tensors[tag]
+            elif len(tensors) == 1:
+                t = next(iter(tensors.values()))
+            else:
+                raise CliError(f"--data {item!r}: {path} holds {len(tensors)} tensors and none is named {tag!r}")
+            data.setdefault(party, {})[tag] = t
+        else:
+            data.setdefault(party, {}).update(tensors)
+    return data
+
+
+def cmd_run(a):
+    import torch
+    from safetensors.torch import save_file
+
+    from planc.runtime.reference import run_reference
+    from planc.weights import read_tensors
+
+    plan = _read_plan(a.plan)
+    g = plan.graph
+    if not a.reference:
+        raise CliError("choose how to run: --reference runs the plan in plaintext on this machine")
+    data = parse_data_args(a.data, g.parties)
+    inputs = []
+    for path in a.input or ():
+        ts = read_tensors(path)
+        if len(ts) != 1:
+            raise CliError(f"--input {path}: expected exactly one tensor, found {len(ts)}")
+        inputs.append(next(iter(ts.values())))
+    outs = run_reference(g, data=data, constants=plan.constants, inputs=inputs)
+    con = _console()
+    torch.set_printoptions(precision=4, threshold=20, edgeitems=3)
+    for i, (v, t) in enumerate(zip(g.outputs, outs)):
+        con.print(f"output {i}: {v.type}  -> {_holder(g, v.type)}", markup=False)
+        con.print(f"  {t}", markup=False)
+    if a.output:
+        save_file({f"output{i}": t.contiguous() for i, t in enumerate(outs)}, a.output)
+        print(f"wrote {a.output}")
+    return 0
+
+
+# ------------------------------------------------------------------ ops
+
+
+def cmd_ops(a):
+    from rich.table import Table
+
+    from planc.ir import ops
+
+    t = Table(title="planc op set")
+    for c in ("op", "operands", "attributes", "communicates"):
+        t.add_column(c)
+    for name, d in ops.REGISTRY.items():
+        attrs = ", ".join(f"{k}: {s.kind}" + ("" if s.required else f" = {s.default!r}") for k, s in d.attrs.items())
+        t.add_row(name, ", ".join(d.operands), attrs, "yes" if d.communicates else "")
+    _console().print(t)
+    return 0
+
+
+# ------------------------------------------------------------------ main
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="planc", description="Trace PyTorch into plans for private ML; inspect and run them.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("trace", help="trace FILE.py:OBJECT into a plan file")
+    p.add_argument("target", metavar="FILE.py:OBJECT")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--name", help="name of the plan (default: the function's)")
+    p.set_defaults(fn=cmd_trace)
+
+    p = sub.add_parser("show", help="header, IR, inputs and outputs per party, captured constants, op histogram")
+    p.add_argument("plan")
+    p.add_argument("--no-ir", action="store_true", help="leave out the printed IR")
+    p.set_defaults(fn=cmd_show)
+
+    p = sub.add_parser("graph", help="draw the graph coloured by visibility (Graphviz)")
+    p.add_argument("plan")
+    p.add_argument("-o", "--output", required=True, help="x.svg, x.png, x.pdf or x.dot")
+    p.set_defaults(fn=cmd_graph)
+
+    p = sub.add_parser("run", help="run a plan")
+    p.add_argument("plan")
+    p.add_argument("--reference", action="store_true", help="plaintext reference runtime on this machine")
+    p.add_argument("--data", action="append", metavar="PARTY:TAG=FILE",
+                   help="a party's tensor (.safetensors/.npy); PARTY=FILE.safetensors loads every tensor by name")
+    p.add_argument("--input", action="append", metavar="FILE", help="public inputs in order")
+    p.add_argument("-o", "--output", help="write the outputs to a safetensors file")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("ops", help="list the op set")
+    p.set_defaults(fn=cmd_ops)
+    return ap
+
+
+def main(argv=None) -> int:
+    from planc.errors import TraceError
+    from planc.ir.plan import PlanFormatError
+    from planc.ir.verify import VerifyError
+    from planc.runtime.errors import PlanRuntimeError
+
+    a = build_parser().parse_args(argv)
+    try:
+        return a.fn(a)
+    except (CliError, TraceError, PlanFormatError, VerifyError, PlanRuntimeError) as e:
+        if os.environ.get("PLANC_DEBUG"):
+            raise
+        print(f"planc {a.cmd}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Errors of the front end. Each names the user's `file:line` first, like a compiler."""
+from __future__ import annotations
+
+import os
+import sys
+
+from planc.ir.graph import Loc
+
+import importlib.util
+
+# frames in these folders are planc's own, never the user's
+_PKG_DIRS = tuple(
+    os.path.dirname(os.path.abspath(importlib.util.find_spec(m).origin))
+    for m in ("planc.errors", "planc.ir", "planc.runtime")
+)
+
+
+class TraceError(Exception):
+    """Tracing or lowering failed at a line of the user's code."""
+
+    def __init__(self, msg: str, loc: Loc | None = None):
+        self.loc = loc
+        self.problem = msg
+        super().__init__(f"{loc}: {msg}" if loc else msg)
+
+
+def _internal(filename: str) -> bool:
+    if filename.startswith("<"):
+        return True
+    f = os.path.abspath(filename)
+    if any(f.startswith(d + os.sep) for d in _PKG_DIRS):
+        return True
+    return f"{os.sep}torch{os.sep}" in f or f"{os.sep}python3." in f and "site-packages" not in f
+
+
+def user_loc(skip: int = 1) -> Loc | None:
+    """Location of the innermost frame that belongs to the user, not to planc or torch."""
+    frame = sys._getframe(skip)
+    while frame is not None:
+        fn = frame.f_code.co_filename
+        if not _internal(fn):
+            return Loc(display_path(fn), frame.f_lineno)
+        frame = frame.f_back
+    return None
+
+
+def user_frames(skip: int = 1):
+    frame = sys._getframe(skip)
+    while frame is not None:
+        if not _internal(frame.f_code.co_filename):
+            yield frame
+        frame = frame.f_back
+
+
+def display_path(filename: str) -> str:
+    """Path relative to the working directory when inside it, so plans do not depend on
+    where the checkout lives."""
+    f = os.path.abspath(filename)
+    cwd = os.getcwd()
+    if f.startswith(cwd + os.sep):
+        return os.path.relpath(f, cwd)
+    return f
