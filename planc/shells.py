@@ -74,7 +74,7 @@ class LoadSpec:
     def materialize(self, cx, hint=None):
         k = cx.b.party(self.owner)
         t = TensorType(self.dtype, self.shape, private(k))
-        name = hint or self.tag.replace("/", "_")
+        name = hint or f"{self.owner}_{self.tag}"
         return cx.b.emit("load", (), {"tag": self.tag, "owner": k}, types=[t], name=name, loc=user_loc(),
                          at_top=True)
 
