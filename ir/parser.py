@@ -15,7 +15,7 @@ import json
 from importlib import resources
 
 from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from . import ops
 from .graph import Graph, Loc, Node, Region, Value, make_attrs
@@ -186,7 +186,7 @@ class _Reader:
             raise self.fail(dtype, f"bad type: {e}") from None
 
     def loc(self, t) -> Loc | None:
-        if t is None:
+        if not t.children:
             return None
         f, line = t.children
         return Loc(self.string(f), int(line))
@@ -227,15 +227,14 @@ class _Reader:
             raise self.fail(at, msg) from None
         return make_attrs(full)
 
-    def op_token(self, t, tok):
+    def check_op(self, tok):
         if str(tok) not in ops.REGISTRY:
             raise self.fail(tok, f"unknown op {tok}")
-        return tok
 
     # ---- node forms, one per grammar rule
     def node_plain(self, t, scope) -> Node:
         res, op, args, attrs, types, loc = t.children
-        self.op_token(t, op)
+        self.check_op(op)
         operands = self.operands(args, scope)
         a = self.full_attrs(op, self.attrs(attrs))
         return Node(str(op), operands, self.results(res, types, op), a, (), self.loc(loc))

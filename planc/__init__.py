@@ -10,20 +10,18 @@ from planc.ir.verify import VerifyError, verify
 from .api import PlanFunction, plan, run_reference, trace
 from .errors import TraceError
 from .shells import fori_loop, load, load_model, owned, public, reveal, share, spec
+from . import weights
+from .weights import export_weights, weights_of
+from planc.ir.plan import Plan, PlanFormatError
+
+read_plan = Plan.read
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Graph", "Loc", "Node", "Region", "Value", "PUBLIC", "SECRET", "TensorType", "Vis", "private",
     "VerifyError", "verify", "PlanFunction", "plan", "run_reference", "trace", "TraceError", "fori_loop", "load",
-    "load_model", "owned", "public", "reveal", "share", "spec",
+    "load_model", "owned", "public", "reveal", "share", "spec", "weights", "export_weights", "weights_of",
+    "Plan", "PlanFormatError", "read_plan",
 ]
 
-
-def __getattr__(name):
-    # heavier pieces load on first use
-    if name in ("Plan", "PlanFormatError", "read_plan"):
-        from planc.ir import plan as _p
-
-        return {"Plan": _p.Plan, "PlanFormatError": _p.PlanFormatError, "read_plan": _p.Plan.read}[name]
-    raise AttributeError(f"module 'planc' has no attribute {name!r}")

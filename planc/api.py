@@ -41,10 +41,16 @@ def trace(fn, *specs, name: str | None = None, parties=None, owner: str | None =
     elif owner is not None:
         raise TraceError("owner= is for tracing an nn.Module; mark modules inside functions with planc.owned",
                          user_loc())
-    cx._placeholder_specs = list(specs)
+    names = _param_names(target, len(specs))
+
+    def root():
+        # inputs are created here rather than by fx's placeholders, so that arguments
+        # with defaults keep them (a default tensor becomes a listed constant)
+        return fn(*(cx.input_proxy(s, n) for s, n in zip(specs, names)))
+
     token = ACTIVE.set(cx)
     try:
-        cx.trace(fn)
+        cx.trace(root)
     except TraceError as e:
         raise e.with_traceback(None) from None
     except fx.proxy.TraceError as e:
@@ -75,6 +81,15 @@ def _flatten_outputs(out) -> list[Value]:
             raise TraceError(f"the traced function returns a {type(x).__name__}; a plan returns tensors")
         vals.append(x)
     return vals
+
+
+def _param_names(f, n):
+    try:
+        names = [p.name for p in inspect.signature(f).parameters.values()
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        names = []
+    return (names + [f"arg{i}" for i in range(len(names), n)])[:n]
 
 
 def _positional_count(f):

@@ -22,19 +22,19 @@ from .errors import TraceError, user_loc
 LOWER: dict = {}
 
 SUGGEST = {
-    "gelu": "relu, sigmoid or tanh (x * sigmoid(1.702 * x) approximates gelu)",
-    "silu": "x * torch.sigmoid(x)",
-    "elu": "relu",
-    "leaky_relu": "torch.where(x > 0, x, 0.01 * x)",
-    "softplus": "torch.log(1 + torch.exp(x))",
-    "item": "keep the value as a tensor; reveal it to read it",
-    "tolist": "keep the value as a tensor; reveal it to read it",
-    "numpy": "keep the value as a tensor; reveal it to read it",
-    "sort": "max/argmax",
-    "topk": "max/argmax",
-    "float": "tensors keep the dtype they were loaded with",
+    "gelu": "use relu, sigmoid or tanh instead (x * torch.sigmoid(1.702 * x) approximates gelu)",
+    "silu": "write x * torch.sigmoid(x) instead",
+    "elu": "use relu instead",
+    "leaky_relu": "write torch.where(x > 0, x, 0.01 * x) instead",
+    "softplus": "write torch.log(1 + torch.exp(x)) instead",
+    "item": "a traced value cannot be read into Python; keep it a tensor and reveal it",
+    "tolist": "a traced value cannot be read into Python; keep it a tensor and reveal it",
+    "numpy": "a traced value cannot be read into Python; keep it a tensor and reveal it",
+    "sort": "use max/argmax instead",
+    "topk": "use max/argmax instead",
+    "double": "tensors keep the dtype they were loaded with",
+    "long": "tensors keep the dtype they were loaded with",
     "to": "tensors keep the dtype and device they were loaded with",
-    "max_pool2d_with_indices": "max_pool2d without return_indices",
 }
 
 
@@ -70,7 +70,7 @@ def lower_node(cx, node):
         short = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
         hint = SUGGEST.get(short.strip("_"))
         msg = f"{target_name(node)} is not supported by planc"
-        raise TraceError(msg + (f"; use {hint} instead" if hint else "; see `planc ops` for the op set"),
+        raise TraceError(msg + (f"; {hint}" if hint else "; `planc ops` lists the op set"),
                          user_loc())
     args = _unwrap(node.args)
     kwargs = {k: _unwrap(v) for k, v in node.kwargs.items()}
@@ -627,7 +627,12 @@ def _getitem(cx, x, idx):
     return out
 
 
-@lowers("float", "cpu")
+@lowers("cpu")
+def _cpu(cx, x):
+    return x
+
+
+@lowers("float")
 def _float_method(cx, x, *a, **k):
     if x.type.dtype != "f32":
         raise TraceError(f"casting {x.type.dtype} to f32 is not supported; load the data as float32", user_loc())

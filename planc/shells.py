@@ -258,7 +258,7 @@ def fori_loop(n: int, body, init):
         raise TraceError("fori_loop needs a non-negative Python int trip count (loops over a secret "
                          "count are not possible; use torch.where inside a fixed-length loop)", user_loc())
     single = not isinstance(init, (tuple, list))
-    inits = [_traced(x, "fori_loop init").value for x in ([init] if single else init)]
+    inits = [cx.as_value(x, "fori_loop init") for x in ([init] if single else init)]
     vis = [v.type.vis for v in inits]
     loc = user_loc()
     for _ in range(3):

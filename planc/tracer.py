@@ -115,7 +115,6 @@ class PlancTracer(fx.Tracer):
         self._const_of: dict[int, Value] = {}
         self._load_of: dict[int, Value] = {}
         self._shares: dict[str, Value] = {}
-        self._placeholder_specs: list = []
         self.outputs = None
         self.held: list = []  # specs passed to marker nodes by index: fx would rebuild dataclasses
 
@@ -166,7 +165,7 @@ class PlancTracer(fx.Tracer):
     def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
         node = super().create_node(kind, target, args, kwargs, name, type_expr)
         if kind == "placeholder":
-            node.meta["planc"] = self.placeholder(node)
+            pass  # made by input_proxy, which sets the IR value itself
         elif kind == "output":
             self.outputs = fx.node.map_arg(args[0], lambda n: n.meta["planc"])
         elif kind == "get_attr":
@@ -230,13 +229,23 @@ class PlancTracer(fx.Tracer):
         ty = TensorType(ir_dtype(t.dtype), tuple(t.shape), PUBLIC)
         return self.b.emit("const", (), {"name": name}, types=[ty], name=name, loc=loc, at_top=True)
 
-    def placeholder(self, node):
-        if not self._placeholder_specs:
-            raise TraceError(
-                f"argument {node.target!r} has no input spec; pass planc.load(...) or planc.public(...) "
-                "for every positional argument", user_loc())
-        spec = self._placeholder_specs.pop(0)
-        return spec.materialize(self, node.target)
+    def input_proxy(self, spec, name):
+        if not hasattr(spec, "materialize"):
+            raise TraceError(f"input {name!r}: expected planc.load(...) or planc.public(...), got "
+                             f"{type(spec).__name__}", user_loc())
+        node = fx.Tracer.create_node(self, "placeholder", name, (), {})
+        node.meta["planc"] = spec.materialize(self, name)
+        return self.proxy(node)
+
+    def as_value(self, x, what) -> Value:
+        """A traced value, a tensor from outside (a listed constant) or a number."""
+        if isinstance(x, PlancProxy) and isinstance(x.value, Value):
+            return x.value
+        if isinstance(x, torch.Tensor):
+            return self.tensor_node(x, None).meta["planc"]
+        if isinstance(x, (int, float, bool)):
+            return self.scalar(x)
+        raise TraceError(f"{what} expects a tensor, got {type(x).__name__}", user_loc())
 
     # ---- emitting IR
     def share_if_needed(self, operands):
@@ -261,7 +270,8 @@ class PlancTracer(fx.Tracer):
         try:
             return self.b.emit(op, operands, attrs, loc=loc, name=name)
         except ops.TypeRuleError as e:
-            raise TraceError(f"{op}: {e}", loc) from None
+            msg = str(e)
+            raise TraceError(msg if msg.startswith(op) else f"{op}: {msg}", loc) from None
 
     def scalar(self, x, like: Value | None = None) -> Value:
         if isinstance(x, bool):
