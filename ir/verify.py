@@ -59,6 +59,10 @@ class _Verifier:
         g = self.g
         if not g.name:
             raise VerifyError("plan has no name")
+        for p in g.parties:
+            if not p.isidentifier() or p == "all":
+                raise VerifyError(f"plan @{g.name}: party name {p!r} must be an identifier other than 'all' "
+                                  "(`reveal ... to all` means every party)")
         if len(set(g.parties)) != len(g.parties):
             raise VerifyError(f"plan @{g.name}: party names repeat: {', '.join(g.parties)}")
         if not g.nodes or g.nodes[-1].op != "return":
