@@ -9,7 +9,9 @@ file with ``getattr``.
 
 Visibility rule for computing ops (DESIGN §2): the result is ``join`` of the operands.
 When that join is ``secret`` every non-public operand must already be secret: the
-move from plaintext to shares is always an explicit ``share`` node.
+move from plaintext to shares is an explicit ``share`` node — except for products
+(mul, matmul, linear, conv2d, batch_norm), whose protocols take a party's plaintext
+operand directly and need less traffic than for a shared one.
 """
 from __future__ import annotations
 
@@ -115,9 +117,11 @@ def broadcast(*shapes) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _vis(types) -> Vis:
+def _vis(types, mixed: bool = False) -> Vis:
+    """Result visibility; with `mixed`, private operands may meet secret ones directly
+    (products whose protocol uses the owner's plaintext, cheaper than sharing it)."""
     v = join(*(t.vis for t in types))
-    if v.is_secret:
+    if v.is_secret and not mixed:
         for t in types:
             if t.vis.is_private:
                 _err(f"operand {t} mixes with secret values: share it first")
@@ -186,7 +190,7 @@ def _matmul(types, a):
         shape.pop(-1)
     if xv:
         shape.pop(-2 if not wv else -1)
-    return [TensorType(promote(x.dtype, w.dtype), tuple(shape), _vis(types))]
+    return [TensorType(promote(x.dtype, w.dtype), tuple(shape), _vis(types, mixed=True))]
 
 
 def _linear(types, a):
@@ -195,7 +199,7 @@ def _linear(types, a):
         _err(f"linear: input {list(x.shape)} does not fit weight {list(w.shape)}")
     if len(types) == 3 and types[2].shape != (w.shape[0],):
         _err(f"linear: bias {list(types[2].shape)} should be [{w.shape[0]}]")
-    return [TensorType(x.dtype, x.shape[:-1] + (w.shape[0],), _vis(types))]
+    return [TensorType(x.dtype, x.shape[:-1] + (w.shape[0],), _vis(types, mixed=True))]
 
 
 def _pool_out(size, k, s, p, d, ceil):
@@ -230,7 +234,7 @@ def _conv2d(types, a):
         _err("conv2d: stride and dilation must be >= 1, padding >= 0")
     h = _pool_out(x.shape[2], w.shape[2], s[0], p[0], d[0], False)
     wd = _pool_out(x.shape[3], w.shape[3], s[1], p[1], d[1], False)
-    return [TensorType(x.dtype, (x.shape[0], w.shape[0], h, wd), _vis(types))]
+    return [TensorType(x.dtype, (x.shape[0], w.shape[0], h, wd), _vis(types, mixed=True))]
 
 
 def _pool(types, a, dilation=(1, 1)):
@@ -269,7 +273,7 @@ def _batch_norm(types, a):
     for t in types[1:]:
         if t.shape != (x.shape[1],):
             _err(f"batch_norm: per-channel operand {list(t.shape)} should be [{x.shape[1]}]")
-    return [x.with_vis(_vis(types))]
+    return [x.with_vis(_vis(types, mixed=True))]
 
 
 def _softmax(types, a):
@@ -498,7 +502,12 @@ op("return", ("*xs",), terminator=True)
 # arithmetic
 for _n in ("add", "sub"):
     op(_n, ("x", "y"), {}, _elementwise)
-op("mul", ("x", "y"), {}, _elementwise, communicates=True)
+def _product(types, a):
+    shape = broadcast(*(t.shape for t in types))
+    return [TensorType(promote(types[0].dtype, types[1].dtype), shape, _vis(types, mixed=True))]
+
+
+op("mul", ("x", "y"), {}, _product, communicates=True)
 op("div", ("x", "y"), {}, _div, communicates=True)
 op("neg", ("x",), {}, _unary)
 op("matmul", ("x", "y"), {}, _matmul, communicates=True)

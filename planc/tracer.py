@@ -28,6 +28,9 @@ from planc.ir.types import PUBLIC, TORCH_TO_IR, IR_TO_TORCH, TensorType
 
 from .errors import TraceError, user_frames, user_loc
 
+# products take a party's plaintext operand directly (cheaper than sharing it first)
+MIXED_OK = frozenset({"mul", "matmul", "linear", "conv2d", "batch_norm"})
+
 ACTIVE: contextvars.ContextVar["PlancTracer | None"] = contextvars.ContextVar("planc_tracer", default=None)
 
 
@@ -266,7 +269,8 @@ class PlancTracer(fx.Tracer):
 
     def emit(self, op: str, operands, attrs=None, name=None):
         loc = user_loc()
-        operands = self.share_if_needed(operands)
+        if op not in MIXED_OK:
+            operands = self.share_if_needed(operands)
         try:
             return self.b.emit(op, operands, attrs, loc=loc, name=name)
         except ops.TypeRuleError as e:

@@ -1,0 +1,284 @@
+"""Run a plan as one party over secret-shared values.
+
+Protocols are generators: ``got = yield Ex(sends, recvs)`` is one message exchange.
+The block scheduler runs every node whose operands are ready, advances all running
+protocols to their next exchange, and performs all of those exchanges as ONE round
+(all openings at the same depth travel together, as MP-SPDZ merges its opens). With
+``merge=False`` nodes run one at a time, for comparison.
+
+Ops whose result is public run at every party, ops whose result is ``private<k>`` run
+at party k alone, both in plaintext with the reference runtime's rules. Ops with a
+secret result, and ``share``/``reveal``, run their protocol from ``PROTOCOLS``.
+Values are freed after their last use. Failures are re-raised as PlanRuntimeError
+naming the node, the party and the user's source line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from planc.ir.graph import Graph, Node
+
+from .errors import DataError, PlanRuntimeError, describe
+from .party import ABSENT, Party, Shared
+from .reference import RULES, TORCH_DTYPE, _fit_problem
+
+
+@dataclass
+class Ex:
+    """One exchange: tensors to send per peer, (shape, dtype) to receive per peer."""
+
+    sends: dict
+    recvs: dict
+
+
+PROTOCOLS: dict = {}
+
+
+def protocol(*ops):
+    def deco(fn):
+        for o in ops:
+            PROTOCOLS[o] = fn
+        return fn
+
+    return deco
+
+
+class Interpreter:
+    def __init__(self, graph: Graph, party: Party, *, data=None, constants=None, inputs=(), merge: bool = True):
+        self.g = graph
+        self.P = party
+        self.data = data or {}
+        self.constants = constants or {}
+        self.inputs = list(inputs)
+        self.merge = merge
+        self.nodes_run = 0
+
+    # ------------------------------------------------------------ entry
+    def run(self, exchange) -> list:
+        """Run the plan; `exchange(Ex) -> {src: [tensors]}` moves the bytes."""
+        gen = self.block(self.g.nodes, {})
+        try:
+            ex = next(gen)
+            while True:
+                ex = gen.send(exchange(ex))
+        except StopIteration as stop:
+            return stop.value
+
+    # ------------------------------------------------------------ blocks
+    def block(self, nodes, env: dict):
+        """Generator: runs `nodes` (ending in yield/return), returns the terminator's values."""
+        body, term = nodes[:-1], nodes[-1]
+        uses: dict[str, int] = {}
+        for n in nodes:
+            for name in _reads(n):
+                uses[name] = uses.get(name, 0) + 1
+        keep = {v.name for v in term.operands}
+        pending = list(body)
+        running: list = []  # [node, generator, pending Ex]
+
+        def finish(node, outs):
+            if not isinstance(outs, (list, tuple)):
+                outs = [outs]
+            for r, v in zip(node.results, outs):
+                env[r.name] = v
+            self.nodes_run += 1
+            for name in _reads(node):
+                uses[name] -= 1
+                if uses[name] == 0 and name not in keep:
+                    env.pop(name, None)
+            for r in node.results:
+                if uses.get(r.name, 0) == 0 and r.name not in keep:
+                    env.pop(r.name, None)
+
+        while pending or running:
+            progressed = True
+            while progressed:
+                progressed = False
+                rest = []
+                for node in pending:
+                    ready = all(v.name in env for v in node.operands) and all(
+                        name in env for name in _outer_reads(node))
+                    if ready and (self.merge or (not running and not rest)):
+                        gen = self.start(node, env)
+                        try:
+                            ex = next(gen)
+                            running.append([node, gen, ex])
+                        except StopIteration as stop:
+                            finish(node, stop.value)
+                        progressed = True
+                    else:
+                        rest.append(node)
+                pending = rest
+            if not running:
+                if pending:
+                    raise PlanRuntimeError(pending[0], self.P.name, "operands never became ready")
+                break
+            merged = _merge([r[2] for r in running])
+            got = yield merged[0]
+            parts = _split(got, merged[1])
+            still = []
+            for (node, gen, _), part in zip(running, parts):
+                try:
+                    ex = self._advance(node, gen, part)
+                    still.append([node, gen, ex])
+                except StopIteration as stop:
+                    finish(node, stop.value)
+            running = still
+        return [env[v.name] for v in term.operands]
+
+    def _advance(self, node, gen, part):
+        try:
+            return gen.send(part)
+        except (StopIteration, PlanRuntimeError):
+            raise
+        except Exception as e:
+            raise self.error(node, e) from e
+
+    def error(self, node, e):
+        return PlanRuntimeError(node, self.P.name, describe(e), e, graph=self.g)
+
+    # ------------------------------------------------------------ nodes
+    def start(self, node: Node, env: dict):
+        """A generator for one node (protocols), or one that returns at once (local ops)."""
+        try:
+            args = [env[v.name] for v in node.operands]
+            if node.op == "loop":
+                return self.loop(node, args, env)
+            if node.op in ("load", "input", "const", "call"):
+                return _now(self.source(node))
+            vis = node.results[0].type.vis
+            if node.op in ("share", "reveal") or vis.is_secret:
+                proto = PROTOCOLS.get(node.op)
+                if proto is None:
+                    raise NotImplementedError(f"no secret-shared protocol for {node.op}")
+                return self._guard(node, proto(self.P, node, args, node.attr_dict))
+            if vis.is_private and (self.P.meta or vis.owner != self.P.rank):
+                return _now(ABSENT)
+            if any(a is ABSENT or isinstance(a, Shared) for a in args):
+                raise RuntimeError("plaintext op on a value this party does not hold in the clear")
+            return _now(RULES[node.op](node, args, node.attr_dict))
+        except PlanRuntimeError:
+            raise
+        except Exception as e:
+            raise self.error(node, e) from e
+
+    def _guard(self, node, gen):
+        """Wrap a protocol generator so its failures name the node."""
+        try:
+            ex = next(gen)
+            while True:
+                got = yield ex
+                ex = gen.send(got)
+        except StopIteration as stop:
+            return stop.value
+        except PlanRuntimeError:
+            raise
+        except Exception as e:
+            raise self.error(node, e) from e
+
+    def source(self, node: Node):
+        t = node.result.type
+        a = node.attr_dict
+        if node.op == "const":
+            if a["value"] is not None:
+                return torch.tensor(a["value"], dtype=TORCH_DTYPE[t.dtype])
+            try:
+                return self.constants[a["name"]]
+            except KeyError:
+                raise DataError(node, self.P.name, f"the plan has no constant {a['name']!r}", graph=self.g) from None
+        if node.op == "input":
+            if a["index"] >= len(self.inputs):
+                raise DataError(node, self.P.name, f"public input {a['index']} was not given", graph=self.g)
+            x = self.inputs[a["index"]]
+            bad = _fit_problem(x, t)
+            if bad:
+                raise DataError(node, self.P.name, f"public input {a['index']}: {bad}", graph=self.g)
+            return x.to(TORCH_DTYPE[t.dtype])
+        if node.op == "load":
+            if self.P.meta or a["owner"] != self.P.rank:
+                return ABSENT
+            x = self.data.get(a["tag"])
+            if x is None:
+                raise DataError(node, self.P.name, f"no tensor under tag {a['tag']!r} (expected {t})", graph=self.g)
+            bad = _fit_problem(x, t)
+            if bad:
+                raise DataError(node, self.P.name, f"tag {a['tag']!r}: {bad}", graph=self.g)
+            return x.to(TORCH_DTYPE[t.dtype])
+        raise DataError(node, self.P.name, f"model {a['tag']!r} must be linked into the plan before a "
+                                           "secret-shared run", graph=self.g)
+
+    def loop(self, node: Node, args, env):
+        (body,) = node.regions
+        outer = {name: env[name] for name in _outer_reads(node)}
+        carried = list(args)
+        for i in range(node.attr("trips")):
+            inner = dict(outer)
+            inner[body.params[0].name] = torch.tensor(i, dtype=torch.int64)
+            for p, v in zip(body.params[1:], carried):
+                inner[p.name] = v
+            carried = yield from self.block(body.nodes, inner)
+        return carried
+
+
+def _now(value):
+    """A node that needs no communication, as a generator that returns at once."""
+    return value
+    yield  # pragma: no cover
+
+
+def _reads(node: Node) -> set[str]:
+    names = {v.name for v in node.operands}
+    names |= _outer_reads(node)
+    return names
+
+
+_OUTER_CACHE: dict[int, frozenset] = {}
+
+
+def _outer_reads(node: Node) -> frozenset:
+    """Values a node's regions read from outside them."""
+    if not node.regions:
+        return frozenset()
+    key = id(node)
+    got = _OUTER_CACHE.get(key)
+    if got is not None and got[0] is node:
+        return got[1]
+    defined, used = set(), set()
+
+    def walk(nodes):
+        for n in nodes:
+            used.update(v.name for v in n.operands)
+            defined.update(r.name for r in n.results)
+            for r in n.regions:
+                defined.update(p.name for p in r.params)
+                walk(r.nodes)
+
+    for r in node.regions:
+        defined.update(p.name for p in r.params)
+        walk(r.nodes)
+    out = frozenset(used - defined)
+    _OUTER_CACHE[key] = (node, out)
+    return out
+
+
+def _merge(exs):
+    sends, recvs, index = {}, {}, []
+    for ex in exs:
+        mine = {}
+        for d, ts in ex.sends.items():
+            sends.setdefault(d, []).extend(ts)
+        for s, specs in ex.recvs.items():
+            lst = recvs.setdefault(s, [])
+            mine[s] = (len(lst), len(specs))
+            lst.extend(specs)
+        index.append(mine)
+    return Ex(sends, recvs), index
+
+
+def _split(got, index):
+    out = []
+    for mine in index:
+        out.append({s: got[s][a:a + n] for s, (a, n) in mine.items()})
+    return out

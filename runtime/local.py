@@ -1,0 +1,118 @@
+"""Run every party of a plan on this machine: the embedded local default.
+
+Threads (default) share one process and talk over in-process queues; processes talk over
+torch.distributed (gloo on 127.0.0.1). Either way each party sees only its own data and
+what it receives, and the dealer is a party of its own.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from . import fixed
+from .comm.base import DEFAULT_TIMEOUT, CommError
+from .comm.inproc import Network
+from .errors import PlanRuntimeError
+from .party import ABSENT, Shared
+from .session import run_dealer, run_party
+
+
+@dataclass
+class LocalResult:
+    """What each party ended with, and what it cost."""
+
+    outputs: dict  # party name -> [tensor | Shared | None]: None where the party holds nothing
+    stats: dict  # party name (and "dealer") -> counters and timings
+    wall_s: float = 0.0
+    parties: list = field(default_factory=list)
+
+    def output(self, party: str, i: int = 0):
+        return self.outputs[party][i]
+
+    def revealed(self) -> dict:
+        """{party: [tensors it holds in the clear]} (shares and absent values left out)."""
+        return {p: [o for o in outs if isinstance(o, torch.Tensor)] for p, outs in self.outputs.items()}
+
+
+def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: float = DEFAULT_TIMEOUT,
+              merge: bool = True, frac: int | None = None) -> LocalResult:
+    """Run `plan` (a Plan or Graph) with every party on this machine.
+
+    data: {party name: {tag: tensor}} — each party gets only its own entry.
+    """
+    graph = getattr(plan, "graph", plan)
+    constants = getattr(plan, "constants", {}) or {}
+    if frac is None:
+        frac = int(getattr(plan, "meta", {}).get("frac_bits", fixed.DEFAULT_FRAC_BITS)) if hasattr(plan, "meta") \
+            else fixed.DEFAULT_FRAC_BITS
+    data = data or {}
+    unknown = set(data) - set(graph.parties)
+    if unknown:
+        raise PlanRuntimeError(None, None, f"data for {', '.join(sorted(unknown))}, but the plan's parties are "
+                                           f"{', '.join(graph.parties)}")
+    if len(graph.parties) < 2:
+        raise PlanRuntimeError(None, None, "a secret-shared run needs at least 2 parties")
+    if processes:
+        from .procs import run_processes
+
+        return run_processes(graph, constants, data, inputs, timeout=timeout, merge=merge, frac=frac)
+    return _run_threads(graph, constants, data, inputs, timeout, merge, frac)
+
+
+def _run_threads(graph, constants, data, inputs, timeout, merge, frac) -> LocalResult:
+    names = list(graph.parties) + ["dealer"]
+    n = len(graph.parties)
+    net = Network(names)
+    comms = [net.comm(r, timeout) for r in range(n + 1)]
+    results: dict = {}
+    errors: list = [None] * (n + 1)
+
+    def party(r):
+        try:
+            results[r] = run_party(graph, comms[r], data=data.get(names[r], {}), constants=constants,
+                                   inputs=inputs, frac=frac, merge=merge)
+        except BaseException as e:  # noqa: BLE001 — every failure must reach the caller
+            errors[r] = e
+            net.fail(r, e)
+
+    def dealer():
+        try:
+            results[n] = run_dealer(graph, comms[n], constants=constants, inputs=inputs, frac=frac, merge=merge)
+        except BaseException as e:  # noqa: BLE001
+            errors[n] = e
+            net.fail(n, e)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=party, args=(r,), name=f"planc-{names[r]}", daemon=True) for r in range(n)]
+    threads.append(threading.Thread(target=dealer, name="planc-dealer", daemon=True))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    raise_first(errors, names)
+    outputs = {names[r]: [_clean(o) for o in results[r][0]] for r in range(n)}
+    stats = {names[r]: {**comms[r].stats.as_dict(), **results[r][1]} for r in range(n)}
+    stats["dealer"] = {**comms[n].stats.as_dict(), **results[n]}
+    return LocalResult(outputs, stats, wall, list(graph.parties))
+
+
+def raise_first(errors, names):
+    """The root failure, not the peers that stopped because of it."""
+    real = [e for e in errors if e is not None and not isinstance(e, CommError)]
+    err = real[0] if real else next((e for e in errors if e is not None), None)
+    if err is None:
+        return
+    if isinstance(err, PlanRuntimeError):
+        raise err
+    who = names[errors.index(err)]
+    raise PlanRuntimeError(None, who, f"{type(err).__name__}: {err}", err) from err
+
+
+def _clean(o):
+    if o is ABSENT:
+        return None
+    return o if isinstance(o, (torch.Tensor, Shared)) else o

@@ -1,0 +1,153 @@
+"""Correlated randomness from a dealer, seeded so that only one party's corrections travel.
+
+A request names random parts (uniform, shared among the parties) and derived parts
+(functions of the random parts: Beaver products, truncated masks, bits of a mask...).
+Every party's share of every part is pseudo-random from a seed it shares with the dealer
+— *except* the last party's share of each derived part, which the dealer computes as
+``derived - (sum of the other shares)`` and sends. So a Beaver triple costs one tensor
+of traffic, to one party, instead of three tensors to every party.
+
+Sharing kinds:
+- ``arith``  additive shares in Z_2^64: the value is the sum of the shares;
+- ``xor``    XOR shares of bits (bool tensors);
+- ``own:k``  a random value known in the clear to party k (and the dealer) only.
+
+The dealer learns the request sequence by running the plan itself on shape-only (meta)
+tensors: protocols are data-oblivious, so the same code asks for the same material in
+the same order at the dealer and at every party. The last party checks the dealer's
+descriptor of each request against what its protocols ask for.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import prg
+
+
+class MaterialError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    shape: tuple
+    sharing: str = "arith"  # "arith" | "xor" | "own:k"
+
+    @property
+    def dtype(self):
+        return torch.bool if self.sharing == "xor" else torch.int64
+
+
+def _descr(kind, parts) -> str:
+    return kind + "(" + ",".join(f"{p.name}:{p.sharing}{list(p.shape)}" for p in parts) + ")"
+
+
+def _meta(p: Part):
+    return torch.empty(p.shape, dtype=p.dtype, device="meta")
+
+
+class PartyMaterial:
+    """A party's view: its own shares, regenerated from seeds; the last party also
+    holds the dealer's corrections, consumed in order."""
+
+    def __init__(self, rank: int, nparties: int, seed: int, corrections=None, descriptors=None):
+        self.rank, self.n, self.seed = rank, nparties, seed
+        self.counter = 0
+        self.corrections = list(corrections or [])
+        self.descriptors = list(descriptors or [])
+        self._next = 0
+
+    def get(self, kind: str, random: list[Part], derived: list[Part], derive) -> dict:
+        i = self.counter
+        self.counter += 1
+        out = {}
+        for p in random:
+            out[p.name] = self._random(p, i)
+        for p in derived:
+            if self.rank < self.n - 1:
+                out[p.name] = prg.random_like(_kind(p), self.seed, f"{i}/{p.name}", 0, p.shape)
+            else:
+                out[p.name] = self._correction(i, kind, random, derived, p)
+        return out
+
+    def _random(self, p: Part, i: int):
+        if p.sharing.startswith("own:"):
+            owner = int(p.sharing[4:])
+            # only the owner can regenerate it: the dealer sent the owner's seed to it alone
+            return prg.ring(self.seed, f"{i}/{p.name}", 0, p.shape) if owner == self.rank else None
+        return prg.random_like(_kind(p), self.seed, f"{i}/{p.name}", 0, p.shape)
+
+    def _correction(self, i, kind, random, derived, p):
+        if self._next >= len(self.corrections):
+            raise MaterialError(f"dealer material ran out at request {i} ({kind}): the dealer and the parties "
+                                "ran different plans")
+        if p is derived[0]:
+            want = _descr(kind, random + derived)
+            got = self.descriptors[i] if i < len(self.descriptors) else None
+            if got != want:
+                raise MaterialError(f"dealer material mismatch at request {i}: dealer made {got}, protocol asked "
+                                    f"for {want}")
+        t = self.corrections[self._next]
+        self.corrections[self._next] = None  # free as we go
+        self._next += 1
+        return t
+
+    def finish(self):
+        if self.rank == self.n - 1 and self._next != len(self.corrections):
+            raise MaterialError(f"{len(self.corrections) - self._next} dealer corrections left unused")
+
+
+def _kind(p: Part) -> str:
+    return "xor" if p.sharing == "xor" else "arith"
+
+
+class DealerMaterial:
+    """The dealer's view while it runs the plan on meta tensors: it returns meta
+    placeholders to the protocols and makes the real material on the side."""
+
+    def __init__(self, nparties: int, seeds: list[int]):
+        self.n, self.seeds = nparties, seeds
+        self.counter = 0
+        self.corrections: list[torch.Tensor] = []
+        self.descriptors: list[str] = []
+
+    def get(self, kind: str, random: list[Part], derived: list[Part], derive) -> dict:
+        i = self.counter
+        self.counter += 1
+        full = {}
+        for p in random:
+            if p.sharing.startswith("own:"):
+                k = int(p.sharing[4:])
+                full[p.name] = prg.ring(self.seeds[k], f"{i}/{p.name}", 0, p.shape)
+                continue
+            shares = [prg.random_like(_kind(p), s, f"{i}/{p.name}", 0, p.shape) for s in self.seeds]
+            full[p.name] = _combine(p, shares)
+        values = derive(full)
+        for p in derived:
+            v = values[p.name]
+            if tuple(v.shape) != tuple(p.shape) or v.dtype != p.dtype:
+                raise MaterialError(f"{kind}: derived {p.name} is {v.dtype}{list(v.shape)}, declared "
+                                    f"{p.dtype}{list(p.shape)}")
+            others = [prg.random_like(_kind(p), s, f"{i}/{p.name}", 0, p.shape) for s in self.seeds[:-1]]
+            if p.sharing == "xor":
+                corr = v.clone()
+                for o in others:
+                    corr ^= o
+            else:
+                corr = v - sum(others) if others else v.clone()
+            self.corrections.append(corr)
+        self.descriptors.append(_descr(kind, random + derived))
+        return {p.name: _meta(p) for p in random + derived}
+
+
+def _combine(p: Part, shares):
+    out = shares[0].clone()
+    for s in shares[1:]:
+        if p.sharing == "xor":
+            out ^= s
+        else:
+            out += s
+    return out

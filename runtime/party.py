@@ -1,0 +1,114 @@
+"""One party's state while it runs a plan: rank, seeds, encoding, material.
+
+Secret values are ``Shared``: this party's additive share in Z_2^64 (int64), encoded
+with ``frac`` fractional bits whatever the IR dtype (a comparison's bit b is b * 2^f).
+Values a party does not hold (another party's private data) are ``ABSENT``.
+
+The dealer runs the same code with ``meta=True``: secret and private values are shape-
+only meta tensors, public values are real, and material requests go to the dealer's
+generator instead of being regenerated from seeds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from . import fixed, prg
+
+
+class _Absent:
+    __slots__ = ()
+
+    def __repr__(self):
+        return "ABSENT"
+
+
+ABSENT = _Absent()
+
+
+class Shared:
+    """This party's additive share of a secret tensor."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: torch.Tensor):
+        self.data = data
+
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    def __repr__(self):
+        return f"Shared({list(self.data.shape)})"
+
+
+@dataclass
+class Party:
+    rank: int
+    nparties: int
+    names: list
+    material: object
+    frac: int = fixed.DEFAULT_FRAC_BITS
+    pair_seeds: dict = field(default_factory=dict)  # peer rank -> seed shared with it
+    meta: bool = False
+    comm: object = None
+    integral_names: frozenset = frozenset()  # public values known (statically) to be small whole numbers
+    _przs: int = 0
+
+    def integral(self, value) -> bool:
+        """Decided from the plan alone, never from run-time values: the dealer must make
+        the same choice without seeing revealed data."""
+        return value.type.dtype in ("i64", "i32", "bool") or value.name in self.integral_names
+
+    @property
+    def name(self) -> str:
+        return self.names[self.rank]
+
+    @property
+    def scale(self) -> int:
+        return 1 << self.frac
+
+    @property
+    def leader(self) -> bool:
+        """Party 0 adds public constants to its share."""
+        return self.rank == 0
+
+    def empty(self, shape, dtype=torch.int64):
+        return torch.empty(tuple(shape), dtype=dtype, device="meta")
+
+    def enc(self, x: torch.Tensor) -> torch.Tensor:
+        return fixed.encode(x, self.frac)
+
+    def dec(self, x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        return fixed.decode(x, self.frac, dtype)
+
+    def zero_share(self, shape) -> torch.Tensor:
+        """Pseudo-random zero sharing: party i adds PRG(s_ij) for j > i and subtracts
+        PRG(s_ji) for j < i, so the shares sum to 0 with no message sent."""
+        c = self._przs
+        self._przs += 1
+        if self.meta:
+            return self.empty(shape)
+        out = torch.zeros(tuple(shape), dtype=torch.int64)
+        for j, seed in self.pair_seeds.items():
+            r = prg.ring(seed, "przs", c, shape)
+            out += r if self.rank < j else -r
+        return out
+
+    def share_plain(self, x, owner: int | None, shape) -> Shared:
+        """Shares of a value held in the clear by `owner` (None: public, known to all).
+        Costs no communication."""
+        z = self.zero_share(shape)
+        holder = 0 if owner is None else owner
+        if self.rank == holder and not self.meta:
+            z = z + self.enc(x)
+        return Shared(z)
+
+    def public_share(self, enc_value: torch.Tensor, shape=None) -> Shared:
+        """A public ring value as a sharing: party 0 holds it, the others hold 0."""
+        if self.meta:
+            return Shared(self.empty(enc_value.shape if shape is None else shape))
+        if self.leader:
+            return Shared(enc_value.clone())
+        return Shared(torch.zeros_like(enc_value))

@@ -1,0 +1,117 @@
+"""Building blocks shared by the protocols: opening, free sharing, truncation.
+
+Every function that communicates is a generator to be used with ``yield from``; one
+``yield`` is one round.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..interpreter import Ex
+from ..material import Part
+from ..party import ABSENT, Party, Shared
+
+
+def others(P: Party):
+    return [j for j in range(P.nparties) if j != P.rank]
+
+
+def open_all(P: Party, xs: list[torch.Tensor]):
+    """Reveal several arithmetic sharings to every party in one round.
+
+    Each party sends its shares to every other party and adds what it receives:
+    x = sum_i x_i (mod 2^64)."""
+    specs = [(tuple(x.shape), x.dtype) for x in xs]
+    got = yield Ex({j: xs for j in others(P)}, {j: specs for j in others(P)})
+    if P.meta:
+        return [P.empty(x.shape, x.dtype) for x in xs]
+    out = [x.clone() for x in xs]
+    for j in others(P):
+        for o, t in zip(out, got[j]):
+            if o.dtype == torch.bool:
+                o ^= t
+            else:
+                o += t
+    return out
+
+
+def open_to(P: Party, xs: list[torch.Tensor], k: int):
+    """Reveal sharings to party k only: the others send, k adds; returns None elsewhere."""
+    specs = [(tuple(x.shape), x.dtype) for x in xs]
+    if P.rank == k:
+        got = yield Ex({}, {j: specs for j in others(P)})
+        if P.meta:
+            return [P.empty(x.shape, x.dtype) for x in xs]
+        out = [x.clone() for x in xs]
+        for j in others(P):
+            for o, t in zip(out, got[j]):
+                if o.dtype == torch.bool:
+                    o ^= t
+                else:
+                    o += t
+        return out
+    yield Ex({k: xs}, {})
+    return None
+
+
+def shared(P: Party, v, vis, shape) -> Shared:
+    """Any operand as a sharing, without communication: shares stay shares, a public
+    value is held by party 0, a private<k> value is added by k to a zero sharing."""
+    if isinstance(v, Shared):
+        return v
+    if vis.is_public:
+        return P.public_share(P.enc(v) if not P.meta else P.empty(shape), shape)
+    owner = vis.owner
+    return P.share_plain(None if v is ABSENT else v, owner, shape)
+
+
+def truncate(P: Party, x: torch.Tensor, bits: int | None = None):
+    """Divide a sharing by 2^bits (default f), rounding down up to one unit.
+
+    Two parties (SecureML): party 0 shifts its share, party 1 shifts the negation of its
+    share and negates back; no message. The result is off by at most 1 in the last place,
+    except with probability about |x| / 2^63 per element, where a share wraps and the
+    result is wrong by ~2^(64-f): for |x| < 2^40 (values below 2^24 = 16.7 M before the
+    shift, with f = 16) that is below 2^-23 per element. Shares are uniform because
+    they come from a zero sharing or a Beaver opening.
+
+    More parties: the dealer gives [r] and [r >> bits] for a uniform r; parties open
+    z = x + r (one round) and take (z >> bits) - [r >> bits]; the same wrap probability
+    applies, and the error is at most 1 unit.
+    """
+    bits = P.frac if bits is None else bits
+    if P.nparties == 2:
+        if P.meta:
+            return x
+        if P.rank == 0:
+            return x >> bits
+        return -((-x) >> bits)
+    shape = tuple(x.shape)
+    m = P.material.get("trunc", [Part("r", shape)], [Part("rt", shape)], lambda r: {"rt": r["r"] >> bits})
+    (z,) = yield from open_all(P, [x + m["r"]])
+    if P.meta:
+        return x
+    out = -m["rt"]
+    if P.leader:
+        out = out + (z >> bits)
+    return out
+
+
+def trunc_shared(P: Party, s: Shared, bits: int | None = None):
+    t = yield from truncate(P, s.data, bits)
+    return Shared(t)
+
+
+def mul_public(P: Party, s: Shared, c: torch.Tensor, integral: bool, op=torch.mul):
+    """[x] * c for a public c: local. A c known to be small whole numbers multiplies the
+    shares directly; otherwise c is encoded, adding f fractional bits that one
+    truncation removes."""
+    if P.meta:
+        k = P.empty(c.shape)
+    else:
+        k = c.to(torch.int64) if integral else P.enc(c)
+    prod = op(s.data, k)
+    if integral:
+        return Shared(prod)
+    out = yield from truncate(P, prod)
+    return Shared(out)

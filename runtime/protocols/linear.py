@@ -1,0 +1,211 @@
+"""Linear ops on shares: no communication except truncations (local for 2 parties).
+
+add/sub/neg act on each share; a public operand is added by party 0 alone, a private
+one is first shared for free (PRZS). sum is a sum of shares. mean, avg_pool2d,
+adaptive_avg_pool2d and div-by-public multiply by public fractions: encoded with f
+bits, then one truncation (error at most 1 unit in the last place plus the encoding
+error of the fraction, |c| * 2^-17). batch_norm with plaintext statistics folds them
+into a per-channel scale and shift at their owner, then needs one product.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from planc.ir.types import SECRET
+
+from ..interpreter import protocol
+from ..party import ABSENT, Shared
+from .beaver import product
+from .common import mul_public, shared, truncate
+
+
+def _operands(P, node, args):
+    return [shared(P, a, v.type.vis, v.type.shape) for a, v in zip(args, node.operands)]
+
+
+@protocol("add")
+def add(P, node, args, a):
+    x, y = _operands(P, node, args)
+    return Shared(x.data + y.data)
+    yield  # pragma: no cover
+
+
+@protocol("sub")
+def sub(P, node, args, a):
+    x, y = _operands(P, node, args)
+    return Shared(x.data - y.data)
+    yield  # pragma: no cover
+
+
+@protocol("neg")
+def neg(P, node, args, a):
+    (x,) = _operands(P, node, args)
+    return Shared(-x.data)
+    yield  # pragma: no cover
+
+
+@protocol("sum")
+def sum_(P, node, args, a):
+    (x,) = args
+    dims = a["dim"]
+    if dims is None:
+        dims = tuple(range(x.data.dim()))
+    if not dims:
+        return x
+    return Shared(torch.sum(x.data, dim=dims, keepdim=a["keepdim"]))
+    yield  # pragma: no cover
+
+
+@protocol("mean")
+def mean(P, node, args, a):
+    (x,) = args
+    dims = a["dim"]
+    if dims is None:
+        dims = tuple(range(x.data.dim()))
+    if not dims:
+        return x
+    n = math.prod(x.data.shape[d] for d in dims)
+    s = Shared(torch.sum(x.data, dim=dims, keepdim=a["keepdim"]))
+    return (yield from mul_public(P, s, torch.tensor(1.0 / n, dtype=torch.float64), integral=False))
+
+
+@protocol("div")
+def div(P, node, args, a):
+    x, c = args
+    x = shared(P, x, node.operands[0].type.vis, node.operands[0].type.shape)
+    recip = (1.0 / c.to(torch.float64)) if not P.meta else c
+    return (yield from mul_public(P, x, recip, integral=False))
+
+
+def _as4d(t):
+    return t.unsqueeze(0) if t.dim() == 3 else t
+
+
+@protocol("avg_pool2d")
+def avg_pool2d(P, node, args, a):
+    """Window sums by an int64 convolution with a ones kernel, then the per-position
+    factor torch uses (1/k^2, or the count of valid cells) applied as a public fraction."""
+    (x,) = args
+    xs = node.operands[0].type.shape
+    out_shape = node.result.type.shape
+    kh, kw = a["kernel"]
+    sh, sw = a["stride"]
+    ph, pw = a["padding"]
+    oh, ow = out_shape[-2:]
+    H, W = xs[-2:]
+    # extra right/bottom padding stands in for ceil_mode's partial windows (they add zeros)
+    eh = max(0, (oh - 1) * sh + kh - (H + 2 * ph))
+    ew = max(0, (ow - 1) * sw + kw - (W + 2 * pw))
+    ones = torch.ones((1, 1, H, W), dtype=torch.float64)
+    ref = F.avg_pool2d(ones, (kh, kw), (sh, sw), (ph, pw), a["ceil_mode"], a["count_include_pad"])
+    cnt = F.conv2d(F.pad(ones, (pw, pw + ew, ph, ph + eh)), torch.ones((1, 1, kh, kw), dtype=torch.float64),
+                   stride=(sh, sw))
+    factor = (ref / cnt)[0, 0]  # torch's average = window sum * factor
+    d = x.data
+    lead = d.shape[:-2]
+    flat = d.reshape((-1, 1, H, W))
+    flat = F.pad(flat, (pw, pw + ew, ph, ph + eh))
+    sums = F.conv2d(flat, torch.ones((1, 1, kh, kw), dtype=torch.int64, device=flat.device), stride=(sh, sw))
+    sums = Shared(sums.reshape(tuple(lead) + (oh, ow)))
+    f0 = factor.flatten()[0]
+    if torch.all(factor == f0):
+        factor = f0
+    return (yield from mul_public(P, sums, factor, integral=False))
+
+
+@protocol("adaptive_avg_pool2d")
+def adaptive_avg_pool2d(P, node, args, a):
+    """Adaptive average pooling is a fixed linear map: y = x_flat @ M, M from pooling the
+    identity basis in float64; one encoded matmul and one truncation."""
+    (x,) = args
+    H, W = node.operands[0].type.shape[-2:]
+    oh, ow = a["output"]
+    if (oh, ow) == (H, W):
+        return x
+    basis = torch.eye(H * W, dtype=torch.float64).reshape(H * W, 1, H, W)
+    M = F.adaptive_avg_pool2d(basis, (oh, ow)).reshape(H * W, oh * ow)
+    lead = tuple(x.data.shape[:-2])
+    flat = Shared(x.data.reshape(lead + (H * W,)))
+    out = yield from mul_public(P, flat, M, integral=False, op=torch.matmul)
+    return Shared(out.data.reshape(lead + (oh, ow)))
+
+
+@protocol("batch_norm")
+def batch_norm(P, node, args, a):
+    """y = x * s + t with s = w / sqrt(var + eps), t = b - mean * s. When the statistics
+    are plaintext (public, or one party's), s and t are computed there in float64 and the
+    layer costs one product (one-sided for a private owner)."""
+    x = args[0]
+    stats = node.operands[1:]
+    vis = {v.type.vis for v in stats}
+    if any(v.is_secret for v in vis) or len({v for v in vis if not v.is_public}) > 1:
+        raise NotImplementedError("batch_norm with secret or mixed-owner statistics: compile with the "
+                                  "scale folded (planc compile) or keep the statistics with one party")
+    owner = next((v for v in vis if v.is_private), None)
+    holds = owner is None or (not P.meta and owner.owner == P.rank)
+    C = node.operands[0].type.shape[1]
+    shape = (C,) + (1,) * (len(node.operands[0].type.shape) - 2)
+    if holds and not P.meta:
+        mean_, var, w, b = (t.to(torch.float64) for t in args[1:])
+        s = w / torch.sqrt(var + a["eps"])
+        t = b - mean_ * s
+        s, t = s.reshape(shape), t.reshape(shape)
+    else:
+        s = t = ABSENT if owner is not None else P.empty(shape, torch.float64)
+    sv = owner if owner is not None else node.operands[1].type.vis
+    xv = node.operands[0].type.vis
+    xsh = shared(P, x, xv, node.operands[0].type.shape)
+    z, scaled = yield from product(P, xsh, s, SECRET, sv, node.operands[0].type.shape, shape, torch.mul, False)
+    if scaled:
+        z = yield from truncate(P, z)
+    tt = shared(P, t, sv, shape)
+    return Shared(z + tt.data)
+
+
+# ---------------------------------------------------------------- shape ops: same op on each share
+
+def _shape_rule(fn):
+    def proto(P, node, args, a):
+        (x,) = args
+        return Shared(fn(x.data, a))
+        yield  # pragma: no cover
+
+    return proto
+
+
+SHAPE_RULES = {
+    "reshape": lambda d, a: d.reshape(a["shape"]),
+    "flatten": lambda d, a: d.reshape((1,)) if d.dim() == 0 else torch.flatten(d, a["start"], a["end"]),
+    "transpose": lambda d, a: d.transpose(a["dim0"], a["dim1"]) if d.dim() else d,
+    "permute": lambda d, a: d.permute(a["dims"]),
+    "slice": lambda d, a: d.narrow(a["dim"], a["start"], a["end"] - a["start"])[
+        (slice(None),) * a["dim"] + (slice(None, None, a["step"]),)],
+    "index": lambda d, a: d.select(a["dim"], a["index"]),
+    "squeeze": lambda d, a: d.squeeze(tuple(a["dims"]) if a["dims"] else tuple(i for i, s in enumerate(d.shape) if s == 1)),
+    "unsqueeze": lambda d, a: d.unsqueeze(a["dim"]),
+    "expand": lambda d, a: d.expand(a["shape"]),
+}
+for _op, _fn in SHAPE_RULES.items():
+    protocol(_op)(_shape_rule(_fn))
+
+
+@protocol("pad")
+def pad(P, node, args, a):
+    (x,) = args
+    out = F.pad(x.data, a["pads"], value=0)
+    if a["value"] != 0 and P.leader and not P.meta:
+        fill = P.enc(torch.tensor(a["value"], dtype=torch.float64))
+        mask = F.pad(torch.zeros_like(x.data), a["pads"], value=1)
+        out = out + mask * fill
+    return Shared(out)
+    yield  # pragma: no cover
+
+
+@protocol("cat", "stack")
+def cat(P, node, args, a):
+    parts = [s.data for s in _operands(P, node, args)]
+    return Shared(torch.cat(parts, a["dim"]) if node.op == "cat" else torch.stack(parts, a["dim"]))
+    yield  # pragma: no cover

@@ -1,0 +1,95 @@
+"""Setting up and running one party (or the dealer) over a communicator.
+
+Setup (not counted as online traffic): each pair of parties agrees on a seed for zero
+sharing (the lower rank sends it), and the dealer sends each party the seed of its
+material. The dealer then runs the plan on shape-only tensors to learn every request,
+makes all the material in one batch and sends the last party its corrections — before
+the online phase starts.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+
+from planc.ir.graph import Graph
+
+from . import fixed, prg
+from . import protocols  # noqa: F401  (registers every protocol)
+from .interpreter import Interpreter
+from .material import DealerMaterial, PartyMaterial
+from .party import Party
+
+_DTYPES = {"int64": torch.int64, "bool": torch.bool}
+
+
+def integral_names(graph: Graph, constants) -> frozenset:
+    """Public values the plan itself shows to be small whole numbers."""
+    out = set()
+    for n in graph.walk():
+        if n.op != "const":
+            continue
+        v = n.attr("value")
+        if v is not None and float(v).is_integer() and abs(v) < 2 ** 20:
+            out.add(n.result.name)
+        t = constants.get(n.attr("name")) if n.attr("name") is not None else None
+        if t is not None and t.numel() and not t.is_floating_point() or (
+                t is not None and t.numel() and torch.all(t == t.round()) and t.abs().max() < 2 ** 20):
+            out.add(n.result.name)
+    return frozenset(out)
+
+
+def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS,
+              merge=True):
+    """Run `graph` as party `comm.rank`; returns (outputs, timings)."""
+    n = comm.nparties
+    rank = comm.rank
+    t0 = time.perf_counter()
+    pair = {}
+    for j in range(n):
+        if j > rank:
+            pair[j] = prg.new_seed()
+            comm.send_bytes(j, str(pair[j]).encode())
+    for j in range(n):
+        if j < rank:
+            pair[j] = int(comm.recv_bytes(j).decode())
+    seed = int(comm.recv_bytes(comm.dealer).decode())
+    corrections, descriptors = [], []
+    if rank == n - 1:
+        head = json.loads(comm.recv_bytes(comm.dealer).decode())
+        descriptors = head["descriptors"]
+        specs = [(tuple(s), _DTYPES[d]) for s, d in head["specs"]]
+        corrections = comm.recv_dealer_batch(specs) if specs else []
+    t1 = time.perf_counter()
+    P = Party(rank=rank, nparties=n, names=comm.names[:n], material=PartyMaterial(rank, n, seed, corrections,
+              descriptors), frac=frac, pair_seeds=pair, comm=comm,
+              integral_names=integral_names(graph, constants or {}))
+    interp = Interpreter(graph, P, data=data, constants=constants, inputs=inputs, merge=merge)
+    outs = interp.run(lambda ex: comm.exchange(ex.sends, ex.recvs))
+    P.material.finish()
+    t2 = time.perf_counter()
+    return outs, {"setup_s": t1 - t0, "online_s": t2 - t1}
+
+
+def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS, merge=True):
+    n = comm.nparties
+    t0 = time.perf_counter()
+    seeds = [prg.new_seed() for _ in range(n)]
+    for k in range(n):
+        comm.send_bytes(k, str(seeds[k]).encode())
+    material = DealerMaterial(n, seeds)
+    P = Party(rank=0, nparties=n, names=comm.names[:n], material=material, frac=frac, meta=True,
+              integral_names=integral_names(graph, constants or {}))
+    interp = Interpreter(graph, P, constants=constants, inputs=inputs, merge=merge)
+
+    def fake(ex):
+        return {s: [torch.empty(sh, dtype=dt, device="meta") for sh, dt in specs] for s, specs in ex.recvs.items()}
+
+    interp.run(fake)
+    head = {"descriptors": material.descriptors,
+            "specs": [[list(t.shape), "bool" if t.dtype == torch.bool else "int64"] for t in material.corrections]}
+    comm.send_bytes(n - 1, json.dumps(head).encode())
+    if material.corrections:
+        comm.send_dealer_batch(n - 1, material.corrections)
+    return {"dealer_s": time.perf_counter() - t0, "requests": material.counter}
