@@ -57,12 +57,12 @@ def encrypted_inference():
 
 def train(m: nn.Module, images, labels, epochs: int = 1, seed: int = 0):
     torch.manual_seed(seed)
-    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     m.train()
     for _ in range(epochs):
         perm = torch.randperm(len(images))
-        for i in range(0, len(images), 64):
-            idx = perm[i:i + 64]
+        for i in range(0, len(images), 32):
+            idx = perm[i:i + 32]
             opt.zero_grad()
             nn.functional.cross_entropy(m(images[idx]), labels[idx]).backward()
             opt.step()

@@ -7,7 +7,7 @@ from planc.ir.graph import Graph, Loc, Node, Region, Value
 from planc.ir.types import PUBLIC, SECRET, TensorType, Vis, private
 from planc.ir.verify import VerifyError, verify
 
-from .api import PlanFunction, plan, run_reference, trace
+from .api import PlanFunction, plan, run_local, run_reference, trace
 from .errors import TraceError
 from .shells import fori_loop, load, load_model, owned, public, reveal, share, spec
 from . import weights
@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Graph", "Loc", "Node", "Region", "Value", "PUBLIC", "SECRET", "TensorType", "Vis", "private",
-    "VerifyError", "verify", "PlanFunction", "plan", "run_reference", "trace", "TraceError", "fori_loop", "load",
+    "VerifyError", "verify", "PlanFunction", "plan", "run_local", "run_reference", "trace", "TraceError", "fori_loop", "load",
     "load_model", "owned", "public", "reveal", "share", "spec", "weights", "export_weights", "weights_of",
     "Plan", "PlanFormatError", "read_plan",
 ]

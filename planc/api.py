@@ -160,3 +160,14 @@ def run_reference(plan, *, data=None, inputs=(), models=None, stats=None):
     if isinstance(plan, Graph):
         return _run(plan, data=data, inputs=inputs, models=models, stats=stats)
     return _run(plan.graph, data=data, constants=plan.constants, inputs=inputs, models=models, stats=stats)
+
+
+def run_local(plan, data=None, **kw):
+    """Run every party of `plan` on this machine over secret shares (threads by default,
+    ``processes=True`` for one process per party over torch.distributed). Returns a
+    LocalResult: ``.outputs[party]`` (what each party holds at the end: tensors it may
+    see, shares of secret outputs, None for what it does not hold) and ``.stats[party]``
+    (rounds, bytes sent and received, timings; the dealer's too)."""
+    from planc.runtime.local import run_local as _run
+
+    return _run(plan, data, **kw)

@@ -215,13 +215,13 @@ def cmd_run(a):
     import torch
     from safetensors.torch import save_file
 
-    from planc.runtime.reference import run_reference
     from planc.weights import read_tensors
 
     plan = _read_plan(a.plan)
     g = plan.graph
-    if not a.reference:
-        raise CliError("choose how to run: --reference runs the plan in plaintext on this machine")
+    if a.reference == a.local:
+        raise CliError("choose one: --local runs every party on this machine over secret shares, "
+                       "--reference runs the plan in plaintext")
     data = parse_data_args(a.data, g.parties)
     inputs = []
     for path in a.input or ():
@@ -229,16 +229,66 @@ def cmd_run(a):
         if len(ts) != 1:
             raise CliError(f"--input {path}: expected exactly one tensor, found {len(ts)}")
         inputs.append(next(iter(ts.values())))
-    outs = run_reference(g, data=data, constants=plan.constants, inputs=inputs)
     con = _console()
     torch.set_printoptions(precision=4, threshold=20, edgeitems=3)
-    for i, (v, t) in enumerate(zip(g.outputs, outs)):
-        con.print(f"output {i}: {v.type}  -> {_holder(g, v.type)}", markup=False)
-        con.print(f"  {t}", markup=False)
+    if a.reference:
+        from planc.runtime.reference import run_reference
+
+        outs = run_reference(g, data=data, constants=plan.constants, inputs=inputs)
+        for i, (v, t) in enumerate(zip(g.outputs, outs)):
+            con.print(f"output {i}: {v.type}  -> {_holder(g, v.type)}", markup=False)
+            con.print(f"  {t}", markup=False)
+        saved = {f"output{i}": t.contiguous() for i, t in enumerate(outs)}
+    else:
+        res = _run_local_with_progress(plan, data, inputs, a, con)
+        saved = {}
+        for i, v in enumerate(g.outputs):
+            con.print(f"output {i}: {v.type}  -> {_holder(g, v.type)}", markup=False)
+            for p in g.parties:
+                o = res.outputs[p][i]
+                if isinstance(o, torch.Tensor):
+                    con.print(f"  at {p}: {o}", markup=False)
+                    saved.setdefault(f"output{i}", o.contiguous())
+        _print_stats(con, res)
     if a.output:
-        save_file({f"output{i}": t.contiguous() for i, t in enumerate(outs)}, a.output)
+        save_file(saved, a.output)
         print(f"wrote {a.output}")
     return 0
+
+
+def _run_local_with_progress(plan, data, inputs, a, con):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from planc.runtime.local import run_local
+
+    if a.processes or not sys.stderr.isatty():
+        return run_local(plan, data, inputs=inputs, processes=a.processes, timeout=a.timeout)
+    with Progress(TextColumn("running {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} nodes"),
+                  TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task(plan.graph.name, total=None)
+
+        def progress(done, total):
+            bar.update(task, completed=done, total=total)
+
+        return run_local(plan, data, inputs=inputs, timeout=a.timeout, progress=progress)
+
+
+def _print_stats(con, res):
+    from rich.table import Table
+
+    t = Table(title="communication", title_justify="left")
+    for c in ("party", "rounds", "sent", "received", "dealer material", "time"):
+        t.add_column(c, justify="right" if c != "party" else "left")
+    for p, s in res.stats.items():
+        took = s.get("online_s", s.get("dealer_s", 0.0))
+        t.add_row(p, str(s["rounds"]), _mib(s["bytes_sent"]), _mib(s["bytes_recv"]), _mib(s["dealer_bytes"]),
+                  f"{took * 1000:.1f} ms")
+    con.print(t)
+    con.print(f"wall time {res.wall_s * 1000:.1f} ms")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2 ** 20:.2f} MiB" if n >= 2 ** 16 else f"{n:,} B"
 
 
 # ------------------------------------------------------------------ ops
@@ -284,6 +334,9 @@ def build_parser():
 
     p = sub.add_parser("run", help="run a plan")
     p.add_argument("plan")
+    p.add_argument("--local", action="store_true", help="every party (and the dealer) on this machine, over shares")
+    p.add_argument("--processes", action="store_true", help="with --local: one process per party (torch.distributed)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds any party waits for a message")
     p.add_argument("--reference", action="store_true", help="plaintext reference runtime on this machine")
     p.add_argument("--data", action="append", metavar="PARTY:TAG=FILE",
                    help="a party's tensor (.safetensors/.npy); PARTY=FILE.safetensors loads every tensor by name")

@@ -40,7 +40,7 @@ def encode(x: torch.Tensor, frac_bits: int = DEFAULT_FRAC_BITS) -> torch.Tensor:
         bad = ~torch.isfinite(xd) | (xd.abs() >= limit(frac_bits))
         if bad.any():
             v = xd[bad][0].item()
-            raise EncodingError(f"value {v} is outside the fixed-point range |x| < 2^{62 - frac_bits} "
+            raise EncodingError(f"value {v:g} is outside the fixed-point range |x| < 2^{62 - frac_bits} "
                                 f"({limit(frac_bits):.3g}) for {frac_bits} fractional bits")
     return torch.round(xd * (1 << frac_bits)).to(torch.int64)
 

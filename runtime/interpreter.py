@@ -54,6 +54,7 @@ class Interpreter:
         self.inputs = list(inputs)
         self.merge = merge
         self.nodes_run = 0
+        self.tick = None  # optional callback after each node, for progress displays
 
     # ------------------------------------------------------------ entry
     def run(self, exchange) -> list:
@@ -84,6 +85,8 @@ class Interpreter:
             for r, v in zip(node.results, outs):
                 env[r.name] = v
             self.nodes_run += 1
+            if self.tick is not None:
+                self.tick(self.nodes_run)
             for name in _reads(node):
                 uses[name] -= 1
                 if uses[name] == 0 and name not in keep:
@@ -282,3 +285,15 @@ def _split(got, index):
     for mine in index:
         out.append({s: got[s][a:a + n] for s, (a, n) in mine.items()})
     return out
+
+
+def count_steps(nodes) -> int:
+    """Nodes a run executes, loop bodies counted once per trip (for progress bars)."""
+    total = 0
+    for n in nodes:
+        if n.op in ("return", "yield"):
+            continue
+        total += 1
+        if n.op == "loop":
+            total += n.attr("trips") * count_steps(n.regions[0].nodes)
+    return total

@@ -38,10 +38,11 @@ class LocalResult:
 
 
 def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: float = DEFAULT_TIMEOUT,
-              merge: bool = True, frac: int | None = None) -> LocalResult:
+              merge: bool = True, frac: int | None = None, progress=None) -> LocalResult:
     """Run `plan` (a Plan or Graph) with every party on this machine.
 
     data: {party name: {tag: tensor}} — each party gets only its own entry.
+    progress: optional callable(done, total) called as party 0 finishes nodes (threads only).
     """
     graph = getattr(plan, "graph", plan)
     constants = getattr(plan, "constants", {}) or {}
@@ -59,10 +60,10 @@ def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: f
         from .procs import run_processes
 
         return run_processes(graph, constants, data, inputs, timeout=timeout, merge=merge, frac=frac)
-    return _run_threads(graph, constants, data, inputs, timeout, merge, frac)
+    return _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress)
 
 
-def _run_threads(graph, constants, data, inputs, timeout, merge, frac) -> LocalResult:
+def _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress=None) -> LocalResult:
     names = list(graph.parties) + ["dealer"]
     n = len(graph.parties)
     net = Network(names)
@@ -70,10 +71,19 @@ def _run_threads(graph, constants, data, inputs, timeout, merge, frac) -> LocalR
     results: dict = {}
     errors: list = [None] * (n + 1)
 
+    tick = None
+    if progress is not None:
+        from .interpreter import count_steps
+
+        total = count_steps(graph.nodes)
+
+        def tick(done):
+            progress(done, total)
+
     def party(r):
         try:
             results[r] = run_party(graph, comms[r], data=data.get(names[r], {}), constants=constants,
-                                   inputs=inputs, frac=frac, merge=merge)
+                                   inputs=inputs, frac=frac, merge=merge, tick=tick if r == 0 else None)
         except BaseException as e:  # noqa: BLE001 — every failure must reach the caller
             errors[r] = e
             net.fail(r, e)
@@ -85,13 +95,20 @@ def _run_threads(graph, constants, data, inputs, timeout, merge, frac) -> LocalR
             errors[n] = e
             net.fail(n, e)
 
+    # parties share this machine's cores: one torch thread each, or OpenMP teams of
+    # every party spin against each other (CrypTen's default is 2-3x slower for it)
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     t0 = time.perf_counter()
     threads = [threading.Thread(target=party, args=(r,), name=f"planc-{names[r]}", daemon=True) for r in range(n)]
     threads.append(threading.Thread(target=dealer, name="planc-dealer", daemon=True))
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.join()
+    finally:
+        torch.set_num_threads(saved_threads)
     wall = time.perf_counter() - t0
     raise_first(errors, names)
     outputs = {names[r]: [_clean(o) for o in results[r][0]] for r in range(n)}

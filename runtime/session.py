@@ -41,10 +41,11 @@ def integral_names(graph: Graph, constants) -> frozenset:
 
 
 def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS,
-              merge=True):
+              merge=True, tick=None):
     """Run `graph` as party `comm.rank`; returns (outputs, timings)."""
     n = comm.nparties
     rank = comm.rank
+    c0 = time.thread_time()
     t0 = time.perf_counter()
     pair = {}
     for j in range(n):
@@ -66,14 +67,16 @@ def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=
               descriptors), frac=frac, pair_seeds=pair, comm=comm,
               integral_names=integral_names(graph, constants or {}))
     interp = Interpreter(graph, P, data=data, constants=constants, inputs=inputs, merge=merge)
+    interp.tick = tick
     outs = interp.run(lambda ex: comm.exchange(ex.sends, ex.recvs))
     P.material.finish()
     t2 = time.perf_counter()
-    return outs, {"setup_s": t1 - t0, "online_s": t2 - t1}
+    return outs, {"setup_s": t1 - t0, "online_s": t2 - t1, "cpu_s": time.thread_time() - c0}
 
 
 def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS, merge=True):
     n = comm.nparties
+    c0 = time.thread_time()
     t0 = time.perf_counter()
     seeds = [prg.new_seed() for _ in range(n)]
     for k in range(n):
@@ -92,4 +95,4 @@ def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFA
     comm.send_bytes(n - 1, json.dumps(head).encode())
     if material.corrections:
         comm.send_dealer_batch(n - 1, material.corrections)
-    return {"dealer_s": time.perf_counter() - t0, "requests": material.counter}
+    return {"dealer_s": time.perf_counter() - t0, "requests": material.counter, "cpu_s": time.thread_time() - c0}

@@ -287,7 +287,7 @@ def test_error_shapes_mismatch_names_types():
         w = planc.load("w", owner="alice", shape=(4, 2, 3, 3))
         return planc.reveal(F.conv2d(x, w), to="bob")  # MARK-conv
 
-    raises_at(f, "MARK-conv", "conv2d: weight is secret f32[4,2,3,3] but input has 3 channels (groups=1)")
+    raises_at(f, "MARK-conv", "conv2d: weight is private<1> f32[4,2,3,3] but input has 3 channels (groups=1)")
 
 
 def test_error_division_by_a_secret():

@@ -1,0 +1,297 @@
+"""Communicator over ``torch.distributed``'s gloo backend (TCP): one rank per process,
+on any number of machines.
+
+Ranks ``0..n-1`` are the computing parties and rank ``n`` the dealer. A ``TCPStore``
+is the rendezvous: rank 0 hosts it at ``addr:port`` by default (a local launcher may host
+it itself and have every rank join as a client). Each rank announces itself under
+``<prefix>/up/<rank>`` and waits for the others, so a rank that never starts is named in
+the timeout. Then every rank builds its own gloo process group over that store, with a
+TCP device bound to an explicit address (127.0.0.1 when the rendezvous is on loopback).
+The group is an object of the communicator, not torch's process-global default group, so
+several communicators can live in one process (tests, a worker running several plans).
+
+Messages are gloo ``send``/``recv`` of flat uint8 tensors on one tag; gloo keeps them in
+order per pair of ranks, and the receiver knows every size, so nothing is framed.
+
+Waiting: in gloo a send completes only once the receiver has posted the matching recv,
+and a work's ``is_completed()`` turns true only after someone called ``wait()``, while a
+``wait(timeout)`` that expires tears the connection down. So each posted work gets a
+small daemon thread blocked in ``work.wait()``; the rank itself polls that thread's event
+every 50 ms, and between polls checks the store for a failure and its own deadline:
+
+- a timeout raises ``PeerTimeout`` naming the rank that did not answer;
+- ``fail(err)`` publishes ``"<party>: <message>"`` under ``<prefix>/failed`` (first one
+  wins); a waiting rank that sees it raises ``PeerFailed("party <who> failed: ...")``;
+- a connection that breaks (a peer process died) raises ``PeerFailed`` naming the peer,
+  with the peer's published error when there is one.
+
+Sends are posted without waiting (an exchange posts all its sends before its first
+recv, so all-to-all rounds cannot deadlock); their completion is collected at the next
+recv and awaited, with the same timeout, in ``close()``. Empty payloads are not sent.
+"""
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import socket
+import threading
+import time
+
+import torch
+import torch.distributed as dist
+
+from .base import DEFAULT_TIMEOUT, Comm, CommError, PeerFailed, PeerTimeout
+
+_POLL = 0.05
+_TAG = 0
+_MAX_MESSAGE = 8000  # characters of a published failure
+
+
+def is_loopback(addr: str) -> bool:
+    if addr == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False
+
+
+def local_address_towards(addr: str, port: int) -> str:
+    """The address of this machine's interface that routes to `addr` (no packet is sent)."""
+    if is_loopback(addr):
+        return "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((addr, port or 1))
+        return s.getsockname()[0]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def host_store(addr: str, port: int, world_size: int | None = None,
+               timeout: float = DEFAULT_TIMEOUT) -> dist.TCPStore:
+    """A rendezvous store served from this process (port 0: any free port, see `.port`)."""
+    return dist.TCPStore(addr, port, world_size, True, datetime.timedelta(seconds=timeout),
+                         wait_for_workers=False)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [s for s in str(e).splitlines() if s.strip()]
+    return lines[0].strip() if lines else type(e).__name__
+
+
+class _Pending:
+    """A posted gloo work and the thread that waits for it."""
+
+    __slots__ = ("work", "peer", "payload", "done", "error")
+
+    def __init__(self, work, peer: int, payload=None):
+        self.work = work
+        self.peer = peer
+        self.payload = payload  # a send's buffer must live until the send completes
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        threading.Thread(target=self._wait, name="planc-gloo-wait", daemon=True).start()
+
+    def _wait(self):
+        try:
+            self.work.wait()
+        except BaseException as e:  # noqa: BLE001 — reported by the rank that polls
+            self.error = e
+        self.done.set()
+
+
+class DistComm(Comm):
+    """One rank of a plan's run over gloo.
+
+    rank, names: this rank and the names of all ranks (parties, then "dealer").
+    addr, port: the rendezvous TCPStore. host: whether this rank serves it (default:
+    rank 0). store: an already connected store to use instead (then addr/port only
+    serve to pick the bind address). bind: the address gloo listens on and announces
+    (default 127.0.0.1 for a loopback rendezvous, else the interface routing to addr).
+    prefix: namespace of this run's keys in the store.
+    """
+
+    def __init__(self, rank: int, names, timeout: float = DEFAULT_TIMEOUT, *, addr: str = "127.0.0.1",
+                 port: int = 29500, host: bool | None = None, store=None, bind: str | None = None,
+                 prefix: str = "planc"):
+        super().__init__(rank=rank, names=list(names), timeout=float(timeout))
+        self.world = len(self.names)
+        if not 0 <= rank < self.world:
+            raise ValueError(f"rank {rank} outside 0..{self.world - 1}")
+        self.addr, self.port, self.prefix = addr, port, prefix
+        self.host = (rank == 0) if host is None else bool(host)
+        if store is not None:
+            self.host = False
+        self.bind = bind or local_address_towards(addr, port)
+        self._sends: list[_Pending] = []
+        self._failed = False
+        self._closed = False
+        self._store_ok = True
+        self.pg = None
+        self.connect_s = 0.0
+        t0 = time.perf_counter()
+        self.store = store if store is not None else self._open_store()
+        try:
+            self._rendezvous()
+            self.pg = self._make_group()
+        except BaseException as e:
+            self.fail(e)
+            self.close()
+            raise
+        self.connect_s = time.perf_counter() - t0
+
+    # ---- setup -------------------------------------------------------------------------
+
+    @property
+    def me(self) -> str:
+        return self.names[self.rank]
+
+    def _key(self, *parts) -> str:
+        return "/".join((self.prefix,) + tuple(str(p) for p in parts))
+
+    def _open_store(self):
+        td = datetime.timedelta(seconds=self.timeout)
+        if self.host:
+            return dist.TCPStore(self.addr, self.port, self.world, True, td, wait_for_workers=False)
+        try:
+            return dist.TCPStore(self.addr, self.port, self.world, False, td)
+        except Exception as e:  # the client retries until its timeout, then gives up
+            raise PeerTimeout(f"party {self.me}: no answer from the rendezvous at {self.addr}:{self.port} "
+                              f"(hosted by {self.names[0]}) within {self.timeout:g} s ({_first_line(e)})") from None
+
+    def _rendezvous(self):
+        self.store.set(self._key("up", self.rank), self.bind)
+        deadline = time.monotonic() + self.timeout
+        missing = list(range(self.world))
+        while True:
+            missing = [r for r in missing if not self.store.check([self._key("up", r)])]
+            if not missing:
+                return
+            self._check_failed()
+            if time.monotonic() > deadline:
+                who = ", ".join(self.names[r] for r in missing)
+                raise PeerTimeout(f"party {self.me}: no answer from {who} within {self.timeout:g} s "
+                                  f"(never joined the rendezvous at {self.addr}:{self.port})")
+            time.sleep(_POLL)
+
+    def _make_group(self):
+        G = dist.ProcessGroupGloo
+        opts = G._Options()
+        opts._devices = [G.create_device(hostname=self.bind)]
+        # gloo's own timeout only backs ours up: the polling below fires first
+        opts._timeout = datetime.timedelta(seconds=self.timeout + 10)
+        return G(dist.PrefixStore(self._key("gloo"), self.store), self.rank, self.world, opts)
+
+    # ---- failures ----------------------------------------------------------------------
+
+    def _published_failure(self):
+        """(who, message) published by a failed rank, or None."""
+        if not self._store_ok:
+            return None
+        key = self._key("failed")
+        try:
+            if not self.store.check([key]):
+                return None
+            text = self.store.get(key).decode("utf-8", "replace")
+        except Exception:  # noqa: BLE001 — the store's host is gone; the connections will tell
+            self._store_ok = False
+            return None
+        who, _, msg = text.partition(": ")
+        return who, msg
+
+    def _check_failed(self):
+        f = self._published_failure()
+        if f is not None and f[0] != self.me:
+            raise PeerFailed(f"party {f[0]} failed: {f[1]}")
+
+    def fail(self, err: BaseException):
+        self._failed = True
+        text = f"{self.me}: {err}"[:_MAX_MESSAGE]
+        if getattr(self, "store", None) is None:
+            return
+        try:
+            self.store.compare_set(self._key("failed"), "", text)
+        except Exception:  # noqa: BLE001 — nobody left to tell
+            pass
+
+    def _await(self, p: _Pending, what: str):
+        deadline = time.monotonic() + self.timeout
+        while not p.done.wait(_POLL):
+            self._check_failed()
+            if time.monotonic() > deadline:
+                raise PeerTimeout(f"party {self.me}: {what} {self.names[p.peer]} within {self.timeout:g} s")
+        if p.error is not None:
+            self._check_failed()
+            raise PeerFailed(f"party {self.me}: lost the connection to {self.names[p.peer]} "
+                             f"({_first_line(p.error)})")
+
+    def _reap_sends(self):
+        for p in [p for p in self._sends if p.done.is_set()]:
+            self._sends.remove(p)
+            if p.error is not None:
+                self._await(p, "no answer from")  # raises: the connection broke
+
+    # ---- transport ---------------------------------------------------------------------
+
+    def _send(self, dst: int, payload: torch.Tensor):
+        if self.pg is None:
+            raise CommError(f"party {self.me}: communicator is closed")
+        if payload.numel() == 0:
+            return
+        payload = payload.contiguous()
+        self._sends.append(_Pending(self.pg.send([payload], dst, _TAG), dst, payload))
+
+    def _recv(self, src: int, nbytes_: int) -> torch.Tensor:
+        if self.pg is None:
+            raise CommError(f"party {self.me}: communicator is closed")
+        self._reap_sends()
+        buf = torch.empty(nbytes_, dtype=torch.uint8)
+        if nbytes_ == 0:
+            return buf
+        self._await(_Pending(self.pg.recv([buf], src, _TAG), src), "no message from")
+        return buf
+
+    def flush(self):
+        """Wait until every posted send has been taken by its receiver."""
+        while self._sends:
+            p = self._sends[0]
+            self._await(p, "no receive posted by")
+            self._sends.pop(0)
+
+    def close(self):
+        """Flush sends (unless failed), then leave; the rendezvous host waits for all ranks
+        to leave (at most `timeout`) so that the store outlives every reader."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if not self._failed and self.pg is not None:
+                self.flush()
+        except BaseException as e:
+            self.fail(e)
+            raise
+        finally:
+            self._leave()
+
+    def _leave(self):
+        store = getattr(self, "store", None)
+        if store is None:
+            return
+        key = self._key("done")
+        try:
+            store.add(key, 1)
+            if self.host:  # wait for the ranks that joined to leave
+                deadline = time.monotonic() + self.timeout
+                while time.monotonic() < deadline:
+                    joined = sum(bool(store.check([self._key("up", r)])) for r in range(self.world))
+                    if store.add(key, 0) >= joined:
+                        break
+                    time.sleep(_POLL)
+        except Exception:  # noqa: BLE001
+            pass
+        self._sends = []
+        self.pg = None
