@@ -7,12 +7,15 @@ from planc.ir.graph import Graph, Loc, Node, Region, Value
 from planc.ir.types import PUBLIC, SECRET, TensorType, Vis, private
 from planc.ir.verify import VerifyError, verify
 
+from .compile import compile
 from .api import PlanFunction, plan, run_local, run_reference, trace
 from .errors import TraceError
 from .shells import fori_loop, load, load_model, owned, public, reveal, share, spec
 from . import weights
 from .weights import export_weights, weights_of
 from planc.ir.plan import Plan, PlanFormatError
+
+from planc.ir.policy import Policy, PolicyError
 
 read_plan = Plan.read
 
@@ -22,6 +25,6 @@ __all__ = [
     "Graph", "Loc", "Node", "Region", "Value", "PUBLIC", "SECRET", "TensorType", "Vis", "private",
     "VerifyError", "verify", "PlanFunction", "plan", "run_local", "run_reference", "trace", "TraceError", "fori_loop", "load",
     "load_model", "owned", "public", "reveal", "share", "spec", "weights", "export_weights", "weights_of",
-    "Plan", "PlanFormatError", "read_plan",
+    "Plan", "PlanFormatError", "read_plan", "compile", "Policy", "PolicyError",
 ]
 

@@ -261,8 +261,9 @@ def _run_local_with_progress(plan, data, inputs, a, con):
 
     from planc.runtime.local import run_local
 
+    policy = _policy(a.policy) if a.policy else None
     if a.processes or not sys.stderr.isatty():
-        return run_local(plan, data, inputs=inputs, processes=a.processes, timeout=a.timeout)
+        return run_local(plan, data, inputs=inputs, processes=a.processes, timeout=a.timeout, policy=policy)
     with Progress(TextColumn("running {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} nodes"),
                   TimeElapsedColumn(), transient=True) as bar:
         task = bar.add_task(plan.graph.name, total=None)
@@ -270,7 +271,7 @@ def _run_local_with_progress(plan, data, inputs, a, con):
         def progress(done, total):
             bar.update(task, completed=done, total=total)
 
-        return run_local(plan, data, inputs=inputs, timeout=a.timeout, progress=progress)
+        return run_local(plan, data, inputs=inputs, timeout=a.timeout, progress=progress, policy=policy)
 
 
 def _print_stats(con, res):
@@ -289,6 +290,54 @@ def _print_stats(con, res):
 
 def _mib(n: int) -> str:
     return f"{n / 2 ** 20:.2f} MiB" if n >= 2 ** 16 else f"{n:,} B"
+
+
+# ------------------------------------------------------------------ compile / check
+
+
+def _policy(path):
+    from planc.ir.policy import DEFAULT, Policy
+
+    if not path:
+        return DEFAULT
+    if not Path(path).is_file():
+        raise CliError(f"{path}: no such policy file")
+    try:
+        return Policy.read(path)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
+def cmd_compile(a):
+    from planc.compile import compile
+    from planc.passes import DEFAULT_PIPELINE
+    from planc.passes.base import PipelineError
+
+    plan = _read_plan(a.plan)
+    try:
+        out = compile(plan, a.pipeline or DEFAULT_PIPELINE, policy=_policy(a.policy),
+                      print_after_all=a.print_after_all, out=sys.stdout)
+    except PipelineError as e:
+        raise CliError(str(e)) from None
+    out.save(a.output)
+    before = sum(1 for _ in plan.graph.walk())
+    after = sum(1 for _ in out.graph.walk())
+    print(f"wrote {a.output}  ({before} -> {after} nodes, {len(plan.to_bytes())} -> {len(out.to_bytes())} bytes, "
+          f"sha256 {out.sha256()})")
+    return 0
+
+
+def cmd_check(a):
+    from planc.ir.policy import PolicyError
+
+    plan = _read_plan(a.plan)
+    pol = _policy(a.policy)
+    problems = pol.violations(plan.graph)
+    if problems:
+        print(PolicyError(problems, f"policy {pol.name!r}"), file=sys.stderr)
+        return EXIT_ERROR
+    print(f"ok: {a.plan} satisfies policy {pol.name!r}")
+    return 0
 
 
 # ------------------------------------------------------------------ ops
@@ -337,12 +386,27 @@ def build_parser():
     p.add_argument("--local", action="store_true", help="every party (and the dealer) on this machine, over shares")
     p.add_argument("--processes", action="store_true", help="with --local: one process per party (torch.distributed)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds any party waits for a message")
+    p.add_argument("--policy", help="refuse to run a plan that breaks this TOML policy")
     p.add_argument("--reference", action="store_true", help="plaintext reference runtime on this machine")
     p.add_argument("--data", action="append", metavar="PARTY:TAG=FILE",
                    help="a party's tensor (.safetensors/.npy); PARTY=FILE.safetensors loads every tensor by name")
     p.add_argument("--input", action="append", metavar="FILE", help="public inputs in order")
     p.add_argument("-o", "--output", help="write the outputs to a safetensors file")
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("compile", help="run compiler passes over a plan")
+    p.add_argument("plan")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-p", "--pipeline", help="comma-separated passes (default: verify,policy,visibility,"
+                                            "fold-loops,simplify,verify)")
+    p.add_argument("--policy", help="TOML policy the plan must satisfy")
+    p.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
+    p.set_defaults(fn=cmd_compile)
+
+    p = sub.add_parser("check", help="list every way a plan breaks a policy")
+    p.add_argument("plan")
+    p.add_argument("--policy", required=True, help="TOML policy")
+    p.set_defaults(fn=cmd_check)
 
     p = sub.add_parser("ops", help="list the op set")
     p.set_defaults(fn=cmd_ops)
@@ -352,13 +416,14 @@ def build_parser():
 def main(argv=None) -> int:
     from planc.errors import TraceError
     from planc.ir.plan import PlanFormatError
+    from planc.ir.policy import PolicyError
     from planc.ir.verify import VerifyError
     from planc.runtime.errors import PlanRuntimeError
 
     a = build_parser().parse_args(argv)
     try:
         return a.fn(a)
-    except (CliError, TraceError, PlanFormatError, VerifyError, PlanRuntimeError) as e:
+    except (CliError, TraceError, PlanFormatError, VerifyError, PlanRuntimeError, PolicyError) as e:
         if os.environ.get("PLANC_DEBUG"):
             raise
         print(f"planc {a.cmd}: error: {e}", file=sys.stderr)

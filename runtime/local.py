@@ -38,13 +38,17 @@ class LocalResult:
 
 
 def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: float = DEFAULT_TIMEOUT,
-              merge: bool = True, frac: int | None = None, progress=None) -> LocalResult:
+              merge: bool = True, frac: int | None = None, progress=None, policy=None) -> LocalResult:
     """Run `plan` (a Plan or Graph) with every party on this machine.
 
     data: {party name: {tag: tensor}} — each party gets only its own entry.
     progress: optional callable(done, total) called as party 0 finishes nodes (threads only).
+    policy: a planc.ir.policy.Policy; a plan that breaks it is refused (PolicyError) before
+    anything runs.
     """
     graph = getattr(plan, "graph", plan)
+    if policy is not None:
+        policy.check(graph)
     constants = getattr(plan, "constants", {}) or {}
     if frac is None:
         frac = int(getattr(plan, "meta", {}).get("frac_bits", fixed.DEFAULT_FRAC_BITS)) if hasattr(plan, "meta") \

@@ -41,8 +41,11 @@ def integral_names(graph: Graph, constants) -> frozenset:
 
 
 def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS,
-              merge=True, tick=None):
-    """Run `graph` as party `comm.rank`; returns (outputs, timings)."""
+              merge=True, tick=None, policy=None):
+    """Run `graph` as party `comm.rank`; returns (outputs, timings). A party given a
+    policy re-checks the plan against it and refuses to run it if it breaks it."""
+    if policy is not None:
+        policy.check(graph)
     n = comm.nparties
     rank = comm.rank
     c0 = time.thread_time()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import socket
 import threading
 import time
@@ -73,9 +74,25 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def host_store(addr: str, port: int, world_size: int | None = None,
                timeout: float = DEFAULT_TIMEOUT) -> dist.TCPStore:
-    """A rendezvous store served from this process (port 0: any free port, see `.port`)."""
-    return dist.TCPStore(addr, port, world_size, True, datetime.timedelta(seconds=timeout),
-                         wait_for_workers=False)
+    """A rendezvous store served from this process, listening on `addr` only (TCPStore's
+    own server would listen on every interface); port 0 picks a free port (`.port`)."""
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    sk = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sk.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sk.bind((addr, port))
+        sk.listen(128)
+        port = sk.getsockname()[1]
+    except BaseException:
+        sk.close()
+        raise
+    fd = sk.detach()  # the store owns the listening socket from here on
+    try:
+        return dist.TCPStore(addr, port, world_size, True, datetime.timedelta(seconds=timeout),
+                             wait_for_workers=False, master_listen_fd=fd)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _first_line(e: BaseException) -> str:
@@ -136,8 +153,15 @@ class DistComm(Comm):
         t0 = time.perf_counter()
         self.store = store if store is not None else self._open_store()
         try:
-            self._rendezvous()
-            self.pg = self._make_group()
+            try:
+                self._rendezvous()
+                self.pg = self._make_group()
+            except CommError:
+                raise
+            except Exception as e:  # the store or gloo: say so as a communication failure
+                self._check_failed()
+                raise CommError(f"party {self.me}: could not connect the ranks through {self.addr}:{self.port} "
+                                f"({_first_line(e)})") from e
         except BaseException as e:
             self.fail(e)
             self.close()
@@ -156,7 +180,7 @@ class DistComm(Comm):
     def _open_store(self):
         td = datetime.timedelta(seconds=self.timeout)
         if self.host:
-            return dist.TCPStore(self.addr, self.port, self.world, True, td, wait_for_workers=False)
+            return host_store(self.addr, self.port, self.world, self.timeout)
         try:
             return dist.TCPStore(self.addr, self.port, self.world, False, td)
         except Exception as e:  # the client retries until its timeout, then gives up
@@ -243,7 +267,7 @@ class DistComm(Comm):
         if payload.numel() == 0:
             return
         payload = payload.contiguous()
-        self._sends.append(_Pending(self.pg.send([payload], dst, _TAG), dst, payload))
+        self._sends.append(_Pending(self._post(self.pg.send, payload, dst), dst, payload))
 
     def _recv(self, src: int, nbytes_: int) -> torch.Tensor:
         if self.pg is None:
@@ -252,8 +276,17 @@ class DistComm(Comm):
         buf = torch.empty(nbytes_, dtype=torch.uint8)
         if nbytes_ == 0:
             return buf
-        self._await(_Pending(self.pg.recv([buf], src, _TAG), src), "no message from")
+        self._await(_Pending(self._post(self.pg.recv, buf, src), src), "no message from")
         return buf
+
+    def _post(self, op, buf, peer):
+        """Post a gloo send or recv; one to a peer whose connection broke raises at once."""
+        try:
+            return op([buf], peer, _TAG)
+        except Exception as e:  # noqa: BLE001
+            self._check_failed()
+            raise PeerFailed(f"party {self.me}: lost the connection to {self.names[peer]} "
+                             f"({_first_line(e)})") from None
 
     def flush(self):
         """Wait until every posted send has been taken by its receiver."""

@@ -1,0 +1,12 @@
+"""Compiler passes: each a small frozen dataclass with a `name` and `run(graph) -> graph`.
+
+A pipeline is named by a string, ``"verify,policy,visibility,fold-loops,simplify"``;
+``PASSES`` maps each name to its class. Passes never mutate: IR values are immutable
+and every pass returns a new graph (or the same one when nothing changed).
+"""
+from __future__ import annotations
+
+from .base import Pass, PASSES, parse_pipeline, register  # noqa: F401
+from . import cse, dce, fold, identities, constfold, policy_pass, simplify, unroll, verify_pass, visibility  # noqa: F401,E402
+
+DEFAULT_PIPELINE = "verify,policy,visibility,fold-loops,simplify,verify"
