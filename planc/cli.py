@@ -149,7 +149,46 @@ def cmd_show(a):
     for op, n, comm in s["histogram"]:
         t.add_row(op, str(n), "yes" if comm else "")
     con.print(t)
+    if a.cost:
+        _show_cost(con, plan, a.net)
     return 0
+
+
+def _show_cost(con, plan, net):
+    from rich.table import Table
+
+    from planc.cost import parse_net, predict
+
+    try:
+        parse_net(net)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    c = predict(plan)
+    parties = c.parties
+    t = Table(title="cost per node (one node at a time)", title_justify="left")
+    t.add_column("node")
+    t.add_column("source")
+    t.add_column("rounds", justify="right")
+    for p in parties:
+        t.add_column(f"sent by {p}", justify="right")
+    for node, pc in c.per_node:
+        any_cost = next(iter(pc.values()))
+        t.add_row(f"{node.op} {node.results[0] if node.results else ''}", str(node.loc or ""), str(any_cost.rounds),
+                  *[_mib(pc[p].bytes_sent) if p in pc else "0 B" for p in parties])
+    con.print(t)
+    t = Table(title="total", title_justify="left")
+    for col in ("party", "rounds (one node at a time)", "rounds (merged)", "sent", "received", "peak memory"):
+        t.add_column(col, justify="left" if col == "party" else "right")
+    for p in parties:
+        t.add_row(p, str(c.sequential[p].rounds), str(c.merged[p].rounds), _mib(c.merged[p].bytes_sent),
+                  _mib(c.merged[p].bytes_recv), _mib(c.peak_bytes[p]))
+    con.print(t)
+    con.print(f"dealer material: {_mib(c.dealer_bytes)} to {parties[-1]}, {sum(c.material.values())} requests")
+    for descr, k in sorted(c.material.items(), key=lambda x: -x[1])[:12]:
+        con.print(f"  {k} x {descr}", markup=False)
+    rtt, gb = parse_net(net)
+    con.print(f"estimated online time on {net} ({rtt:g} ms RTT, {gb:g} Gbit/s), communication only: "
+              f"{c.time_estimate(net) * 1000:.1f} ms")
 
 
 # ------------------------------------------------------------------ graph
@@ -374,6 +413,8 @@ def build_parser():
     p = sub.add_parser("show", help="header, IR, inputs and outputs per party, captured constants, op histogram")
     p.add_argument("plan")
     p.add_argument("--no-ir", action="store_true", help="leave out the printed IR")
+    p.add_argument("--cost", action="store_true", help="rounds, bytes, dealer material and memory, per node and total")
+    p.add_argument("--net", default="lan", help="network model for the time estimate: lan, wan or RTT_ms,Gbit_per_s")
     p.set_defaults(fn=cmd_show)
 
     p = sub.add_parser("graph", help="draw the graph coloured by visibility (Graphviz)")

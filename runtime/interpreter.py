@@ -55,6 +55,7 @@ class Interpreter:
         self.merge = merge
         self.nodes_run = 0
         self.tick = None  # optional callback after each node, for progress displays
+        self.wave: list = []  # top-level nodes taking part in the exchange being performed
 
     # ------------------------------------------------------------ entry
     def run(self, exchange) -> list:
@@ -68,7 +69,7 @@ class Interpreter:
             return stop.value
 
     # ------------------------------------------------------------ blocks
-    def block(self, nodes, env: dict):
+    def block(self, nodes, env: dict, depth: int = 0):
         """Generator: runs `nodes` (ending in yield/return), returns the terminator's values."""
         body, term = nodes[:-1], nodes[-1]
         uses: dict[str, int] = {}
@@ -119,6 +120,8 @@ class Interpreter:
                     raise PlanRuntimeError(pending[0], self.P.name, "operands never became ready")
                 break
             merged = _merge([r[2] for r in running])
+            if depth == 0:
+                self.wave = [r[0] for r in running]
             got = yield merged[0]
             parts = _split(got, merged[1])
             still = []
@@ -221,7 +224,7 @@ class Interpreter:
             inner[body.params[0].name] = torch.tensor(i, dtype=torch.int64)
             for p, v in zip(body.params[1:], carried):
                 inner[p.name] = v
-            carried = yield from self.block(body.nodes, inner)
+            carried = yield from self.block(body.nodes, inner, depth=1)
         return carried
 
 

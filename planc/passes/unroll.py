@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from planc.ir.graph import Node, Value, make_attrs
 
 from .base import Pass, register
-from .rewrite import Namer, map_blocks, resolve, substitute, with_nodes
+from .rewrite import Namer, map_blocks, resolve, substitute, used_names, with_nodes
 
 
 def _size(nodes) -> int:
@@ -62,12 +62,15 @@ class UnrollLoops(Pass):
                     continue
                 (body,) = n.regions
                 carried = list(n.operands)
+                ivar = body.params[0]
+                uses_i = ivar.name in used_names(body.nodes)
                 for i in range(n.attr("trips")):
-                    ivar = body.params[0]
-                    c = Node("const", (), (Value(namer(f"i{i}"), ivar.type),),
-                             make_attrs({"name": None, "value": float(i)}), (), n.loc)
-                    out.append(c)
-                    m = {ivar.name: c.result}
+                    m = {}
+                    if uses_i:  # the counter becomes a constant only where the body reads it
+                        c = Node("const", (), (Value(namer(f"i{i}"), ivar.type),),
+                                 make_attrs({"name": None, "value": float(i)}), (), n.loc)
+                        out.append(c)
+                        m[ivar.name] = c.result
                     m.update({p.name: v for p, v in zip(body.params[1:], carried)})
                     copies = _copy(body.nodes[:-1], m, namer)
                     out.extend(copies)

@@ -14,10 +14,10 @@ Messages are gloo ``send``/``recv`` of flat uint8 tensors on one tag; gloo keeps
 order per pair of ranks, and the receiver knows every size, so nothing is framed.
 
 Waiting: in gloo a send completes only once the receiver has posted the matching recv,
-and a work's ``is_completed()`` turns true only after someone called ``wait()``, while a
-``wait(timeout)`` that expires tears the connection down. So each posted work gets a
-small daemon thread blocked in ``work.wait()``; the rank itself polls that thread's event
-every 50 ms, and between polls checks the store for a failure and its own deadline:
+a work's ``is_completed()`` turns true only after someone called ``wait()``, and a
+``wait(timeout)`` that expires tears the connection down. So one daemon thread per
+communicator blocks in ``work.wait()`` for the rank, and the rank polls that thread's
+event, every 50 ms checking the store for a published failure and its own deadline:
 
 - a timeout raises ``PeerTimeout`` naming the rank that did not answer;
 - ``fail(err)`` publishes ``"<party>: <message>"`` under ``<prefix>/failed`` (first one
@@ -26,14 +26,18 @@ every 50 ms, and between polls checks the store for a failure and its own deadli
   with the peer's published error when there is one.
 
 Sends are posted without waiting (an exchange posts all its sends before its first
-recv, so all-to-all rounds cannot deadlock); their completion is collected at the next
-recv and awaited, with the same timeout, in ``close()``. Empty payloads are not sent.
+recv, so all-to-all rounds cannot deadlock). At most a few stay unfinished per
+destination (older ones are awaited when a new one is posted, which bounds the buffers
+held), and ``close()`` awaits the rest with the same timeout, so a rank never leaves
+before its last message was taken. Empty payloads are not sent.
 """
 from __future__ import annotations
 
+import collections
 import datetime
 import ipaddress
 import os
+import queue
 import socket
 import threading
 import time
@@ -44,6 +48,7 @@ import torch.distributed as dist
 from .base import DEFAULT_TIMEOUT, Comm, CommError, PeerFailed, PeerTimeout
 
 _POLL = 0.05
+_IN_FLIGHT = 4  # unfinished sends kept per destination
 _TAG = 0
 _MAX_MESSAGE = 8000  # characters of a published failure
 
@@ -101,7 +106,7 @@ def _first_line(e: BaseException) -> str:
 
 
 class _Pending:
-    """A posted gloo work and the thread that waits for it."""
+    """A posted gloo work; `done` is set by the waiter thread once `work.wait()` returned."""
 
     __slots__ = ("work", "peer", "payload", "done", "error")
 
@@ -111,14 +116,35 @@ class _Pending:
         self.payload = payload  # a send's buffer must live until the send completes
         self.done = threading.Event()
         self.error: BaseException | None = None
-        threading.Thread(target=self._wait, name="planc-gloo-wait", daemon=True).start()
 
-    def _wait(self):
-        try:
-            self.work.wait()
-        except BaseException as e:  # noqa: BLE001 — reported by the rank that polls
-            self.error = e
-        self.done.set()
+
+class _Waiter:
+    """One daemon thread per communicator that blocks in `work.wait()` for the rank, one
+    work at a time (the rank waits for one thing at a time). A persistent thread hands a
+    completion over in microseconds; a thread per work costs far more."""
+
+    def __init__(self, name: str):
+        self.q: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name=f"planc-gloo-wait-{name}", daemon=True)
+        self.thread.start()
+
+    def submit(self, p: _Pending) -> _Pending:
+        self.q.put(p)
+        return p
+
+    def _run(self):
+        while True:
+            p = self.q.get()
+            if p is None:
+                return
+            try:
+                p.work.wait()  # gloo's own timeout (ours + 10 s) bounds this
+            except BaseException as e:  # noqa: BLE001 — reported by the rank that polls
+                p.error = e
+            p.done.set()
+
+    def stop(self):
+        self.q.put(None)
 
 
 class DistComm(Comm):
@@ -144,7 +170,8 @@ class DistComm(Comm):
         if store is not None:
             self.host = False
         self.bind = bind or local_address_towards(addr, port)
-        self._sends: list[_Pending] = []
+        self._sends: dict[int, collections.deque] = collections.defaultdict(collections.deque)
+        self._waiter: _Waiter | None = None
         self._failed = False
         self._closed = False
         self._store_ok = True
@@ -243,21 +270,23 @@ class DistComm(Comm):
             pass
 
     def _await(self, p: _Pending, what: str):
+        """Wait for a posted work, polling for published failures and the deadline."""
+        if self._waiter is None:
+            self._waiter = _Waiter(self.me)
+        self._waiter.submit(p)
         deadline = time.monotonic() + self.timeout
-        while not p.done.wait(_POLL):
-            self._check_failed()
-            if time.monotonic() > deadline:
-                raise PeerTimeout(f"party {self.me}: {what} {self.names[p.peer]} within {self.timeout:g} s")
-        if p.error is not None:
-            self._check_failed()
-            raise PeerFailed(f"party {self.me}: lost the connection to {self.names[p.peer]} "
-                             f"({_first_line(p.error)})")
-
-    def _reap_sends(self):
-        for p in [p for p in self._sends if p.done.is_set()]:
-            self._sends.remove(p)
+        try:
+            while not p.done.wait(_POLL):
+                self._check_failed()
+                if time.monotonic() > deadline:
+                    raise PeerTimeout(f"party {self.me}: {what} {self.names[p.peer]} within {self.timeout:g} s")
             if p.error is not None:
-                self._await(p, "no answer from")  # raises: the connection broke
+                self._check_failed()
+                raise PeerFailed(f"party {self.me}: lost the connection to {self.names[p.peer]} "
+                                 f"({_first_line(p.error)})")
+        except CommError:
+            self._failed = True  # this rank stops: close() will not wait for its sends
+            raise
 
     # ---- transport ---------------------------------------------------------------------
 
@@ -267,12 +296,17 @@ class DistComm(Comm):
         if payload.numel() == 0:
             return
         payload = payload.contiguous()
-        self._sends.append(_Pending(self._post(self.pg.send, payload, dst), dst, payload))
+        pending = self._sends[dst]
+        pending.append(_Pending(self._post(self.pg.send, payload, dst), dst, payload))
+        # Flow control: a gloo send completes once dst has posted the matching recv, so
+        # the oldest of several is normally done; waiting for it bounds the buffers held.
+        # Everything dst needs to reach that recv was posted before it: no deadlock.
+        while len(pending) > _IN_FLIGHT:
+            self._await(pending.popleft(), "no receive posted by")
 
     def _recv(self, src: int, nbytes_: int) -> torch.Tensor:
         if self.pg is None:
             raise CommError(f"party {self.me}: communicator is closed")
-        self._reap_sends()
         buf = torch.empty(nbytes_, dtype=torch.uint8)
         if nbytes_ == 0:
             return buf
@@ -290,10 +324,10 @@ class DistComm(Comm):
 
     def flush(self):
         """Wait until every posted send has been taken by its receiver."""
-        while self._sends:
-            p = self._sends[0]
-            self._await(p, "no receive posted by")
-            self._sends.pop(0)
+        for pending in self._sends.values():
+            while pending:
+                self._await(pending[0], "no receive posted by")
+                pending.popleft()
 
     def close(self):
         """Flush sends (unless failed), then leave; the rendezvous host waits for all ranks
@@ -326,5 +360,7 @@ class DistComm(Comm):
                     time.sleep(_POLL)
         except Exception:  # noqa: BLE001
             pass
-        self._sends = []
+        self._sends.clear()
+        if self._waiter is not None:
+            self._waiter.stop()
         self.pg = None
