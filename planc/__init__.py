@@ -10,7 +10,7 @@ from planc.ir.verify import VerifyError, verify
 from .compile import compile
 from .api import PlanFunction, plan, run_local, run_reference, trace
 from .errors import TraceError
-from .shells import fori_loop, load, load_model, owned, public, reveal, share, spec
+from .shells import fori_loop, load, load_model, owned, public, reveal, scan, share, spec
 from . import weights
 from .weights import export_weights, weights_of
 from planc.ir.plan import Plan, PlanFormatError
@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Graph", "Loc", "Node", "Region", "Value", "PUBLIC", "SECRET", "TensorType", "Vis", "private",
     "VerifyError", "verify", "PlanFunction", "plan", "run_local", "run_reference", "trace", "TraceError", "fori_loop", "load",
-    "load_model", "owned", "public", "reveal", "share", "spec", "weights", "export_weights", "weights_of",
+    "load_model", "owned", "public", "reveal", "scan", "share", "spec", "weights", "export_weights", "weights_of",
     "Plan", "PlanFormatError", "read_plan", "compile", "Policy", "PolicyError",
 ]
 

@@ -305,3 +305,61 @@ def fori_loop(n: int, body, init):
         proxies.append(cx.proxy(node))
     return proxies[0] if single else tuple(proxies)
 
+
+
+def scan(f, init, xs):
+    """``carry, y = f(carry, xs[i])`` for every i along xs's first dimension; returns
+    (final carry, ys stacked), like jax.lax.scan, as one `loop` node.
+
+    Inside the loop the counter is public, so row i of xs is picked and row i of ys is
+    written with a public one-hot mask: multiplications by public 0/1 values, which cost
+    no communication on secrets.
+    """
+    cx = ACTIVE.get()
+    if cx is None:
+        carry, ys = init, []
+        for x in xs:
+            carry, y = f(carry, x)
+            ys.append(y)
+        return carry, torch.stack(ys)
+    xv = cx.as_value(xs, "scan xs")
+    if xv.type.rank < 1:
+        raise TraceError("scan needs xs with a leading dimension to scan over", user_loc())
+    n = xv.type.shape[0]
+    single = not isinstance(init, (tuple, list))
+    # probe the body once, inside a region that is then thrown away, to learn y's type
+    inits = [cx.as_value(c, "scan init") for c in ([init] if single else init)]
+    cx.b.begin_region([v.type for v in inits] + [xv.type.with_shape(xv.type.shape[1:])], ["c"] * len(inits) + ["x"])
+    saved = dict(cx._shares)
+    try:
+        probe = [_proxy(cx, p) for p in cx.b._params[-1]]
+        _, y = f(probe[0] if single else tuple(probe[:-1]), probe[-1])
+        ytype = cx.as_value(y, "scan body's y").type
+    finally:
+        cx.b.abandon_region()
+        cx._shares = saved
+    positions = torch.arange(n)
+    zeros = torch.zeros((n,) + ytype.shape, dtype=torch_dtype_of(ytype.dtype))
+
+    def body(i, state):
+        carry, ys = (state[0], state[1]) if single else (tuple(state[:-1]), state[-1])
+        sel = positions == i  # public one-hot: picks x_i, places y_i
+        x = (xs * sel.reshape((n,) + (1,) * (xv.type.rank - 1))).sum(0)
+        carry, y = f(carry, x)
+        ys = ys + sel.reshape((n,) + (1,) * ytype.rank) * y
+        return ((carry, ys) if single else (*carry, ys))
+
+    out = fori_loop(n, body, ((init, zeros) if single else (*init, zeros)))
+    return (out[0], out[1]) if single else (tuple(out[:-1]), out[-1])
+
+
+def _proxy(cx, value):
+    node = fx.Tracer.create_node(cx, "call_function", _region_param, (), {})
+    node.meta["planc"] = value
+    return cx.proxy(node)
+
+
+def torch_dtype_of(dt: str):
+    from .tracer import torch_dtype
+
+    return torch_dtype(dt)

@@ -346,3 +346,36 @@ def test_error_bad_party_name():
         return planc.load("x", owner="all", shape=(1,))  # MARK-party
 
     raises_at(f, "MARK-party", "load: a party is named by an identifier (not 'all'), got 'all'")
+
+
+def test_scan_is_one_loop_and_matches_python():
+    def f():
+        xs = planc.load("xs", owner="bob", shape=(6, 3))
+        h0 = planc.load("h", owner="alice", shape=(3,))
+
+        def step(h, x):
+            h = h * 0.5 + x
+            return h, h.sum()
+
+        h, ys = planc.scan(step, h0, xs)
+        return planc.reveal(h, to="bob"), planc.reveal(ys, to="bob")
+
+    plan = planc.trace(f)
+    assert [n.op for n in plan.graph.nodes].count("loop") == 1
+    xs, h = torch.randn(6, 3), torch.randn(3)
+    got_h, got_ys = planc.run_reference(plan, data={"bob": {"xs": xs}, "alice": {"h": h}})
+    want_ys = []
+    for x in xs:
+        h = h * 0.5 + x
+        want_ys.append(h.sum())
+    assert torch.allclose(got_h, h) and torch.allclose(got_ys, torch.stack(want_ys))
+
+
+def test_branching_on_a_secret_suggests_where():
+    def f():
+        x = planc.share(planc.load("x", owner="bob", shape=(3,)))
+        return planc.reveal(x if bool(x.sum() > 0) else -x, to="bob")  # MARK-secret-if
+
+    raises_at(f, "MARK-secret-if", "Python control flow (if/while/and/or/bool()) depends on a traced tensor, whose "
+              "value is not known while tracing; use torch.where(cond, a, b) to choose between values, or "
+              "planc.fori_loop for loops")
