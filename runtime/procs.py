@@ -11,14 +11,17 @@ whose process dies.
 """
 from __future__ import annotations
 
+import contextlib
 import pickle
 import queue as queue_mod
+import threading
 import time
 
 import torch
 
 from .comm.base import DEFAULT_TIMEOUT, CommError
-from .comm.dist import DistComm, host_store
+from . import fixed
+from .comm.dist import PREFIX, DistComm, host_store
 from .errors import PlanRuntimeError
 from .local import LocalResult, _clean, raise_first
 from .session import run_dealer, run_party
@@ -27,8 +30,8 @@ _GRACE = 5.0  # seconds the other ranks get to stop after a failure before they 
 
 
 def run_rank(graph, constants, rank: int, addr: str, port: int, nparties: int, names, data=None, inputs=(),
-             timeout: float = DEFAULT_TIMEOUT, merge: bool = True, frac: int = 16, *, host: bool | None = None,
-             bind: str | None = None, prefix: str = "planc"):
+             timeout: float = DEFAULT_TIMEOUT, merge: bool = True, frac: int = fixed.DEFAULT_FRAC_BITS, *,
+             host: bool | None = None, bind: str | None = None, prefix: str = PREFIX):
     """Act as rank `rank` (a party, or the dealer when rank == nparties) of a run whose
     rendezvous store is at addr:port (served by rank 0 unless `host` says otherwise).
 
@@ -103,6 +106,34 @@ def _rebuild_error(rec, graph) -> BaseException:
     return (CommError if comm else RuntimeError)(f"{tname}: {text}")
 
 
+# ---- spawning ---------------------------------------------------------------------------------
+
+_SPAWN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_main():
+    """Spawn children that do not re-run the caller's __main__ (a script without an
+    ``if __name__ == "__main__"`` guard would otherwise run again in every rank). They
+    need nothing from it: what they get is planc IR and tensors, pickled here."""
+    import multiprocessing.spawn as spawn
+
+    with _SPAWN_LOCK:
+        orig = spawn.get_preparation_data
+
+        def prep(name):
+            d = orig(name)
+            d.pop("init_main_from_path", None)
+            d.pop("init_main_from_name", None)
+            return d
+
+        spawn.get_preparation_data = prep
+        try:
+            yield
+        finally:
+            spawn.get_preparation_data = orig
+
+
 # ---- one child process ------------------------------------------------------------------------
 
 def _child(blob: bytes, rank: int, port: int, q):
@@ -127,7 +158,7 @@ def _child(blob: bytes, rank: int, port: int, q):
 
 
 def run_processes(graph, constants, data, inputs, *, timeout: float = DEFAULT_TIMEOUT, merge: bool = True,
-                  frac: int = 16) -> LocalResult:
+                  frac: int = fixed.DEFAULT_FRAC_BITS) -> LocalResult:
     """All ranks of `graph` as processes on this machine (see the module docstring)."""
     import torch.multiprocessing as mp
 
@@ -148,8 +179,9 @@ def run_processes(graph, constants, data, inputs, *, timeout: float = DEFAULT_TI
     errors: list = [None] * (n + 1)
     reported: set = set()
     try:
-        for p in procs:
-            p.start()
+        with _without_main():
+            for p in procs:
+                p.start()
         first_error = None
 
         def take(msg):
@@ -183,7 +215,7 @@ def run_processes(graph, constants, data, inputs, *, timeout: float = DEFAULT_TI
                     errors[r] = RuntimeError(f"the process of {names[r]} died (exit code {p.exitcode})")
                     first_error = first_error or now
                     try:  # tell the others, who would otherwise wait for it
-                        store.compare_set("planc/failed", "", f"{names[r]}: {errors[r]}")
+                        store.compare_set(f"{PREFIX}/failed", "", f"{names[r]}: {errors[r]}")
                     except Exception:  # noqa: BLE001
                         pass
             if first_error is not None and now - first_error > _GRACE:
@@ -206,7 +238,6 @@ def run_processes(graph, constants, data, inputs, *, timeout: float = DEFAULT_TI
         raise PlanRuntimeError(None, missing[0], "the rank ended without a result")
     outputs = {names[r]: results[r][0] for r in range(n)}
     stats = {names[r]: results[r][1] for r in range(n + 1)}
-    del store
     return LocalResult(outputs, stats, wall, list(graph.parties))
 
 

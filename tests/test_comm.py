@@ -114,8 +114,41 @@ def test_missing_data_names_party_and_tag(comm):
     elapsed = time.monotonic() - t0
     msg = str(ei.value)
     assert ei.value.party == "bob" and "'b'" in msg and "load" in msg, msg
+    assert ei.value.node is not None and any(m is ei.value.node for m in plan.graph.walk())
     assert not isinstance(ei.value, CommError)
     assert elapsed < 15, elapsed  # the others stopped on the published failure, not the timeout
+    assert not multiprocessing.active_children()
+
+
+def test_killed_rank_is_named_and_nothing_hangs():
+    import os
+    import signal
+
+    plan, data, _ = CASES["secure_sum"]
+    out = {}
+
+    def go():
+        t0 = time.monotonic()
+        try:
+            run_local(plan, data, processes=True, timeout=30)
+        except Exception as e:  # noqa: BLE001
+            out["err"] = e
+        out["took"] = time.monotonic() - t0
+
+    th = threading.Thread(target=go)
+    th.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        dealer = [p for p in multiprocessing.active_children() if p.name == "planc-dealer"]
+        if dealer:
+            break
+        time.sleep(0.01)
+    os.kill(dealer[0].pid, signal.SIGKILL)
+    th.join(60)
+    assert not th.is_alive()
+    err = out["err"]
+    assert isinstance(err, PlanRuntimeError) and err.party == "dealer" and "died" in str(err), err
+    assert out["took"] < 15, out["took"]
     assert not multiprocessing.active_children()
 
 
@@ -140,6 +173,16 @@ def _ranks(fn, nranks):
 
 
 NAMES = ["alice", "bob", "carol", "dealer"]
+
+
+def _no_waiters_left():
+    """Every gloo wait was released (failed ranks tear their connections down)."""
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        if not any(t.name.startswith("planc-gloo-wait") for t in threading.enumerate()):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_dist_exchange_all_to_all_and_setup_bytes():
@@ -196,7 +239,8 @@ def test_dist_silent_party_times_out_naming_it():
     res = _ranks(rank, 3)
     err, took = res[0]
     assert isinstance(err, PeerTimeout) and "no message from bob" in str(err) and "alice" in str(err)
-    assert 1.4 < took < 3.0, took
+    assert 1.4 < took < 5.0, took
+    assert _no_waiters_left()
 
 
 def test_dist_failure_reaches_waiting_peers_quickly():
@@ -221,7 +265,36 @@ def test_dist_failure_reaches_waiting_peers_quickly():
     for r in (0, 2, 3):
         err, took = res[r]
         assert isinstance(err, PeerFailed) and str(err) == "party bob failed: boom at bob", err
-        assert took < 2.0, took
+        assert took < 3.0, took
+    assert _no_waiters_left()
+
+
+def test_dist_many_sends_ahead_large_and_in_order():
+    """A sender may run ahead of its receiver (it blocks once a few sends are unfinished,
+    without deadlock); order and contents survive, large messages too."""
+    port = free_port()
+    big = torch.arange(3_000_000, dtype=torch.int64)  # 24 MB
+
+    def rank(r):
+        c = DistComm(r, NAMES[:2] + ["dealer"], 20, port=port)
+        try:
+            if r == 0:
+                for i in range(12):
+                    c.exchange({1: [torch.full((3,), i)]}, {})
+                c.exchange({1: [big]}, {})
+                return None
+            if r == 1:
+                time.sleep(0.5)
+                got = [c.exchange({}, {0: [((3,), torch.int64)]})[0][0] for _ in range(12)]
+                last = c.exchange({}, {0: [((3_000_000,), torch.int64)]})[0][0]
+                return got, last
+        finally:
+            c.close()
+
+    res = _ranks(rank, 3)
+    assert res[0] is None and res[2] is None, res
+    got, last = res[1]
+    assert [int(t[0]) for t in got] == list(range(12)) and torch.equal(last, big)
 
 
 def test_rank_that_never_starts_is_named():
@@ -236,10 +309,12 @@ def test_rank_that_never_starts_is_named():
 
     res = _ranks(rank, 2)  # rank 2, the dealer, never starts
     took = time.monotonic() - t0
+    # each times out itself, or first hears that the other did: either way the dealer is named
+    assert any(isinstance(res[r], PeerTimeout) for r in (0, 1)), res
     for r in (0, 1):
-        assert isinstance(res[r], PeerTimeout), res[r]
-        assert "no answer from dealer" in str(res[r]) and f"party {names[r]}" in str(res[r])
-    assert took < 6.0, took
+        assert isinstance(res[r], (PeerTimeout, PeerFailed)), res[r]
+        assert "no answer from dealer within 2 s" in str(res[r]), res[r]
+    assert took < 8.0, took
 
 
 def test_run_rank_threads_give_the_reference():

@@ -22,8 +22,9 @@ event, every 50 ms checking the store for a published failure and its own deadli
 - a timeout raises ``PeerTimeout`` naming the rank that did not answer;
 - ``fail(err)`` publishes ``"<party>: <message>"`` under ``<prefix>/failed`` (first one
   wins); a waiting rank that sees it raises ``PeerFailed("party <who> failed: ...")``;
-- a connection that breaks (a peer process died) raises ``PeerFailed`` naming the peer,
-  with the peer's published error when there is one.
+- a connection that breaks (a peer process died, or a failed peer tore its connections
+  down on close) raises ``PeerFailed`` naming the peer, with the peer's published error
+  when there is one.
 
 Sends are posted without waiting (an exchange posts all its sends before its first
 recv, so all-to-all rounds cannot deadlock). At most a few stay unfinished per
@@ -47,9 +48,11 @@ import torch.distributed as dist
 
 from .base import DEFAULT_TIMEOUT, Comm, CommError, PeerFailed, PeerTimeout
 
+PREFIX = "planc"  # default namespace of a run's keys in the store
 _POLL = 0.05
 _IN_FLIGHT = 4  # unfinished sends kept per destination
 _TAG = 0
+_ABORT_TAG = 0x5A5A  # a recv on it that never completes tears the connections down
 _MAX_MESSAGE = 8000  # characters of a published failure
 
 
@@ -142,9 +145,14 @@ class _Waiter:
             except BaseException as e:  # noqa: BLE001 — reported by the rank that polls
                 p.error = e
             p.done.set()
+            del p
 
-    def stop(self):
+    def stop(self, wait: float = 0.0):
+        """End the thread; `wait` > 0 joins it (a thread still alive while the
+        interpreter shuts down can abort the process in gloo's destructors)."""
         self.q.put(None)
+        if wait > 0:
+            self.thread.join(wait)
 
 
 class DistComm(Comm):
@@ -160,7 +168,7 @@ class DistComm(Comm):
 
     def __init__(self, rank: int, names, timeout: float = DEFAULT_TIMEOUT, *, addr: str = "127.0.0.1",
                  port: int = 29500, host: bool | None = None, store=None, bind: str | None = None,
-                 prefix: str = "planc"):
+                 prefix: str = PREFIX):
         super().__init__(rank=rank, names=list(names), timeout=float(timeout))
         self.world = len(self.names)
         if not 0 <= rank < self.world:
@@ -227,7 +235,7 @@ class DistComm(Comm):
                 who = ", ".join(self.names[r] for r in missing)
                 raise PeerTimeout(f"party {self.me}: no answer from {who} within {self.timeout:g} s "
                                   f"(never joined the rendezvous at {self.addr}:{self.port})")
-            time.sleep(_POLL)
+            time.sleep(0.01)
 
     def _make_group(self):
         G = dist.ProcessGroupGloo
@@ -342,7 +350,22 @@ class DistComm(Comm):
             self.fail(e)
             raise
         finally:
+            if self._failed:
+                self._abort()
             self._leave()
+
+    def _abort(self):
+        """Tear this rank's gloo connections down: its own blocked wait returns, and peers
+        still waiting on it stop at once (with the published error) even without the store.
+        gloo has no abort that does this; an expired wait does it, so make one expire."""
+        if self.pg is None:
+            return
+        try:
+            peer = 1 if self.rank == 0 else 0
+            work = self.pg.recv([torch.empty(1, dtype=torch.uint8)], peer, _ABORT_TAG)
+            work.wait(datetime.timedelta(milliseconds=1))
+        except Exception:  # noqa: BLE001 — expected: that is the point
+            pass
 
     def _leave(self):
         store = getattr(self, "store", None)
@@ -362,5 +385,5 @@ class DistComm(Comm):
             pass
         self._sends.clear()
         if self._waiter is not None:
-            self._waiter.stop()
+            self._waiter.stop(2.0)
         self.pg = None
