@@ -35,6 +35,12 @@ class Ex:
 
 PROTOCOLS: dict = {}
 
+# Ops whose protocols accept operands with a pending truncation (Shared.extra > 0) and
+# carry it along; every other protocol gets its secret operands truncated first.
+LAZY = frozenset({"add", "sub", "neg", "sum", "mean", "div", "avg_pool2d", "adaptive_avg_pool2d", "reveal",
+                  "reshape", "flatten", "transpose", "permute", "slice", "index", "squeeze", "unsqueeze",
+                  "expand", "cat", "stack", "pad"})
+
 
 def protocol(*ops):
     def deco(fn):
@@ -132,7 +138,11 @@ class Interpreter:
                 except StopIteration as stop:
                     finish(node, stop.value)
             running = still
-        return [env[v.name] for v in term.operands]
+        outs = [env[v.name] for v in term.operands]
+        if any(isinstance(o, Shared) and o.extra for o in outs):
+            # loop-carried values and plan outputs leave at the standard scale
+            outs = yield from self.settle_all(outs)
+        return outs
 
     def _advance(self, node, gen, part):
         try:
@@ -159,6 +169,8 @@ class Interpreter:
                 proto = PROTOCOLS.get(node.op)
                 if proto is None:
                     raise NotImplementedError(f"no secret-shared protocol for {node.op}")
+                if node.op not in LAZY and any(isinstance(a, Shared) and a.extra for a in args):
+                    return self._guard(node, self._settled(proto, node, args))
                 return self._guard(node, proto(self.P, node, args, node.attr_dict))
             if vis.is_private and (self.P.meta or vis.owner != self.P.rank):
                 return _now(ABSENT)
@@ -169,6 +181,19 @@ class Interpreter:
             raise
         except Exception as e:
             raise self.error(node, e) from e
+
+    def _settled(self, proto, node, args):
+        """Truncate pending bits of secret operands, then run the protocol."""
+        args = yield from self.settle_all(args)
+        return (yield from proto(self.P, node, args, node.attr_dict))
+
+    def settle_all(self, values):
+        from .protocols.common import settle
+
+        out = []
+        for v in values:
+            out.append((yield from settle(self.P, v)) if isinstance(v, Shared) and v.extra else v)
+        return out
 
     def _guard(self, node, gen):
         """Wrap a protocol generator so its failures name the node."""
@@ -216,8 +241,10 @@ class Interpreter:
                                            "secret-shared run", graph=self.g)
 
     def loop(self, node: Node, args, env):
+        args = yield from self.settle_all(args)
         (body,) = node.regions
-        outer = {name: env[name] for name in _outer_reads(node)}
+        names = sorted(_outer_reads(node))
+        outer = dict(zip(names, (yield from self.settle_all([env[n] for n in names]))))
         carried = list(args)
         for i in range(node.attr("trips")):
             inner = dict(outer)

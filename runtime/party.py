@@ -28,19 +28,25 @@ ABSENT = _Absent()
 
 
 class Shared:
-    """This party's additive share of a secret tensor."""
+    """This party's additive share of a secret tensor.
 
-    __slots__ = ("data",)
+    `extra`: fractional bits beyond f not yet truncated away (the value is
+    sum(data) / 2^(f + extra)). Products leave f extra bits; linear ops carry them along
+    and a power-of-two scale just adds to them, so one truncation serves a whole chain
+    (conv -> avg_pool: one truncation by f + 2 bits) and a reveal divides exactly."""
 
-    def __init__(self, data: torch.Tensor):
+    __slots__ = ("data", "extra")
+
+    def __init__(self, data: torch.Tensor, extra: int = 0):
         self.data = data
+        self.extra = extra
 
     @property
     def shape(self):
         return tuple(self.data.shape)
 
     def __repr__(self):
-        return f"Shared({list(self.data.shape)})"
+        return f"Shared({list(self.data.shape)}" + (f", extra={self.extra})" if self.extra else ")")
 
 
 @dataclass
@@ -80,8 +86,8 @@ class Party:
     def enc(self, x: torch.Tensor) -> torch.Tensor:
         return fixed.encode(x, self.frac)
 
-    def dec(self, x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
-        return fixed.decode(x, self.frac, dtype)
+    def dec(self, x: torch.Tensor, dtype=torch.float32, extra: int = 0) -> torch.Tensor:
+        return fixed.decode(x, self.frac + extra, dtype)
 
     def zero_share(self, shape) -> torch.Tensor:
         """Pseudo-random zero sharing: party i adds PRG(s_ij) for j > i and subtracts

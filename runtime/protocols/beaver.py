@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..interpreter import Ex, protocol
 from ..material import Part
 from ..party import Shared
-from .common import others, shared, truncate
+from .common import others, shared
 
 
 def bilinear(node):
@@ -50,7 +50,8 @@ def _add_bias(P, z: Shared, node, args):
     shape = [1] * z.data.dim()
     axis = 1 if node.op == "conv2d" else z.data.dim() - 1
     shape[axis] = -1
-    return Shared(z.data + b.data.reshape(shape))
+    # the bias has f fractional bits, the product f + extra: shift the bias up, exactly
+    return Shared(z.data + (b.data.reshape(shape) << z.extra), z.extra)
 
 
 def product(P, x, y, xv, yv, xs, ys, f, integral=False):
@@ -173,7 +174,7 @@ def products(P, node, args, a):
     ox, oy = node.operands[0], node.operands[1]
     integral = P.integral(ox) if ox.type.vis.is_public else P.integral(oy)
     z, scaled = yield from product(P, x, y, ox.type.vis, oy.type.vis, ox.type.shape, oy.type.shape, f, integral)
-    if scaled:
-        z = yield from truncate(P, z)
-    return _add_bias(P, Shared(z), node, args)
+    # the truncation is left pending: the next op that needs the standard scale does it,
+    # so a chain of linear ops after the product shares one truncation
+    return _add_bias(P, Shared(z, P.frac if scaled else 0), node, args)
 

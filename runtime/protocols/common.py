@@ -115,3 +115,47 @@ def mul_public(P: Party, s: Shared, c: torch.Tensor, integral: bool, op=torch.mu
         return Shared(prod)
     out = yield from truncate(P, prod)
     return Shared(out)
+
+
+# Pending bits beyond f. |data| = |value| * 2^(f + extra), and a 2-party truncation fails
+# with probability about |data| / 2^63: f + 4 keeps a conv -> avg_pool chain (f + 2) lazy
+# without making that probability worse than truncating every product at once.
+MAX_EXTRA = 20
+
+
+def settle(P: Party, s: Shared):
+    """`s` at the standard scale 2^f: the pending truncation, done now."""
+    if not isinstance(s, Shared) or not s.extra:
+        return s
+    t = yield from truncate(P, s.data, s.extra)
+    return Shared(t)
+
+
+def align(*xs: Shared) -> list[Shared]:
+    """Sharings brought to one scale by exact left shifts (no truncation, no message)."""
+    top = max(x.extra for x in xs)
+    return [x if x.extra == top else Shared(x.data << (top - x.extra), top) for x in xs]
+
+
+def power_of_two_exponent(c) -> int | None:
+    """k when the public scalar c is exactly 2^-k for 0 <= k <= 16, else None."""
+    c = float(c)
+    for k in range(17):
+        if c == 2.0 ** -k:
+            return k
+    return None
+
+
+def scale_public(P: Party, s: Shared, c: torch.Tensor, op=torch.mul):
+    """[x] * c for a public fractional c, truncation left pending: a c of 2^-k only adds
+    k to the pending bits; any other c is encoded with f bits, adding f."""
+    if c.dim() == 0 and op is torch.mul:
+        k = power_of_two_exponent(c) if not P.meta or c.device.type != "meta" else None
+        if k is not None:
+            if s.extra + k > MAX_EXTRA:
+                s = yield from settle(P, s)
+            return Shared(s.data, s.extra + k)
+    if s.extra + P.frac > MAX_EXTRA:
+        s = yield from settle(P, s)
+    enc = P.empty(c.shape) if P.meta else P.enc(c)
+    return Shared(op(s.data, enc), s.extra + P.frac)

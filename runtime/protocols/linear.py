@@ -19,7 +19,7 @@ from planc.ir.types import SECRET
 from ..interpreter import protocol
 from ..party import ABSENT, Shared
 from .beaver import product
-from .common import mul_public, shared, truncate
+from .common import align, mul_public, scale_public, shared, truncate
 
 
 def _operands(P, node, args):
@@ -28,22 +28,22 @@ def _operands(P, node, args):
 
 @protocol("add")
 def add(P, node, args, a):
-    x, y = _operands(P, node, args)
-    return Shared(x.data + y.data)
+    x, y = align(*_operands(P, node, args))
+    return Shared(x.data + y.data, x.extra)
     yield  # pragma: no cover
 
 
 @protocol("sub")
 def sub(P, node, args, a):
-    x, y = _operands(P, node, args)
-    return Shared(x.data - y.data)
+    x, y = align(*_operands(P, node, args))
+    return Shared(x.data - y.data, x.extra)
     yield  # pragma: no cover
 
 
 @protocol("neg")
 def neg(P, node, args, a):
     (x,) = _operands(P, node, args)
-    return Shared(-x.data)
+    return Shared(-x.data, x.extra)
     yield  # pragma: no cover
 
 
@@ -55,7 +55,7 @@ def sum_(P, node, args, a):
         dims = tuple(range(x.data.dim()))
     if not dims:
         return x
-    return Shared(torch.sum(x.data, dim=dims, keepdim=a["keepdim"]))
+    return Shared(torch.sum(x.data, dim=dims, keepdim=a["keepdim"]), x.extra)
     yield  # pragma: no cover
 
 
@@ -68,16 +68,16 @@ def mean(P, node, args, a):
     if not dims:
         return x
     n = math.prod(x.data.shape[d] for d in dims)
-    s = Shared(torch.sum(x.data, dim=dims, keepdim=a["keepdim"]))
-    return (yield from mul_public(P, s, torch.tensor(1.0 / n, dtype=torch.float64), integral=False))
+    s = Shared(torch.sum(x.data, dim=dims, keepdim=a["keepdim"]), x.extra)
+    return (yield from scale_public(P, s, torch.tensor(1.0 / n, dtype=torch.float64)))
 
 
 @protocol("div")
 def div(P, node, args, a):
     x, c = args
     x = shared(P, x, node.operands[0].type.vis, node.operands[0].type.shape)
-    recip = (1.0 / c.to(torch.float64)) if not P.meta else c
-    return (yield from mul_public(P, x, recip, integral=False))
+    recip = (1.0 / c.to(torch.float64)) if c.device.type != "meta" else c
+    return (yield from scale_public(P, x, recip))
 
 
 def _as4d(t):
@@ -109,11 +109,11 @@ def avg_pool2d(P, node, args, a):
     flat = d.reshape((-1, 1, H, W))
     flat = F.pad(flat, (pw, pw + ew, ph, ph + eh))
     sums = F.conv2d(flat, torch.ones((1, 1, kh, kw), dtype=torch.int64, device=flat.device), stride=(sh, sw))
-    sums = Shared(sums.reshape(tuple(lead) + (oh, ow)))
+    sums = Shared(sums.reshape(tuple(lead) + (oh, ow)), x.extra)
     f0 = factor.flatten()[0]
     if torch.all(factor == f0):
         factor = f0
-    return (yield from mul_public(P, sums, factor, integral=False))
+    return (yield from scale_public(P, sums, factor))
 
 
 @protocol("adaptive_avg_pool2d")
@@ -128,9 +128,9 @@ def adaptive_avg_pool2d(P, node, args, a):
     basis = torch.eye(H * W, dtype=torch.float64).reshape(H * W, 1, H, W)
     M = F.adaptive_avg_pool2d(basis, (oh, ow)).reshape(H * W, oh * ow)
     lead = tuple(x.data.shape[:-2])
-    flat = Shared(x.data.reshape(lead + (H * W,)))
-    out = yield from mul_public(P, flat, M, integral=False, op=torch.matmul)
-    return Shared(out.data.reshape(lead + (oh, ow)))
+    flat = Shared(x.data.reshape(lead + (H * W,)), x.extra)
+    out = yield from scale_public(P, flat, M, op=torch.matmul)
+    return Shared(out.data.reshape(lead + (oh, ow)), out.extra)
 
 
 @protocol("batch_norm")
@@ -142,8 +142,7 @@ def batch_norm(P, node, args, a):
     stats = node.operands[1:]
     vis = {v.type.vis for v in stats}
     if any(v.is_secret for v in vis) or len({v for v in vis if not v.is_public}) > 1:
-        raise NotImplementedError("batch_norm with secret or mixed-owner statistics: compile with the "
-                                  "scale folded (planc compile) or keep the statistics with one party")
+        return (yield from _batch_norm_secret(P, node, args, a))
     owner = next((v for v in vis if v.is_private), None)
     holds = owner is None or (not P.meta and owner.owner == P.rank)
     C = node.operands[0].type.shape[1]
@@ -165,12 +164,73 @@ def batch_norm(P, node, args, a):
     return Shared(z + tt.data)
 
 
+def _plain(P, v, vis):
+    """A plaintext operand where this party holds it (public: everyone, the dealer too),
+    else None."""
+    if v is ABSENT or isinstance(v, Shared) or vis.is_secret:
+        return None
+    if vis.is_public and P.meta:
+        return v.to(torch.float64) if v.device.type != "meta" else None
+    return v.to(torch.float64)
+
+
+def _batch_norm_secret(P, node, args, a):
+    """Secret (or mixed-owner) statistics: y = (x - mean) * s + b, s = w * rsqrt(var + eps).
+
+    rsqrt is approx.rsqrt_shared when var is secret (8 rounds; var + eps in
+    [2^-16, 2^16), relative error 2^-18 plus 2^-15), else float64 at var's holder. s = w r
+    is plaintext when w and r have one holder, else one product (1 round); then one
+    product for (x - mean) s (1 round) and the truncations (local for 2 parties): 10
+    rounds with a secret var. Error: |x - mean| |w| (2^-17 relative + 2^-15 / sqrt(var))
+    plus 2 units of 2^-16 from the two truncations."""
+    from .approx import rsqrt_shared  # approx builds on compare, which builds on this family
+
+    x, mean_, var, w, b = args
+    xo, mo, vo, wo, bo = node.operands
+    xs = tuple(xo.type.shape)
+    C = xs[1]
+    shape = (C,) + (1,) * (len(xs) - 2)
+    cs = (C,)
+    vv, wv = vo.type.vis, wo.type.vis
+    if vv.is_secret:
+        eps = P.empty(cs) if P.meta else P.public_share(P.enc(torch.full(cs, a["eps"], dtype=torch.float64))).data
+        r = yield from rsqrt_shared(P, Shared(var.data + eps))
+        rv = SECRET
+    else:
+        pv = _plain(P, var, vv)
+        r = ABSENT if pv is None and vv.is_private else (
+            P.empty(cs, torch.float64) if pv is None else 1.0 / torch.sqrt(pv + a["eps"]))
+        rv = vv
+    if not rv.is_secret and not wv.is_secret and (rv.is_public or wv.is_public or rv == wv):
+        sv = wv if not wv.is_public else rv
+        pw, pr = _plain(P, w, wv), (None if isinstance(r, Shared) or r is ABSENT else r)
+        holds = sv.is_public or (not P.meta and sv.owner == P.rank)
+        if holds and pw is not None and pr is not None:
+            s_val = pw * pr
+        else:
+            s_val = ABSENT if sv.is_private else P.empty(cs, torch.float64)
+    else:
+        z, scaled = yield from product(P, w, r, wv, rv, cs, cs, torch.mul, False)
+        if scaled:
+            z = yield from truncate(P, z)
+        s_val, sv = Shared(z), SECRET
+    if isinstance(s_val, Shared):
+        s_val = Shared(s_val.data.reshape(shape))
+    elif s_val is not ABSENT:
+        s_val = s_val.reshape(shape)
+    xm = Shared(shared(P, x, xo.type.vis, xs).data - shared(P, mean_, mo.type.vis, cs).data.reshape(shape))
+    z, scaled = yield from product(P, xm, s_val, SECRET, sv, xs, shape, torch.mul, False)
+    if scaled:
+        z = yield from truncate(P, z)
+    return Shared(z + shared(P, b, bo.type.vis, cs).data.reshape(shape))
+
+
 # ---------------------------------------------------------------- shape ops: same op on each share
 
 def _shape_rule(fn):
     def proto(P, node, args, a):
         (x,) = args
-        return Shared(fn(x.data, a))
+        return Shared(fn(x.data, a), x.extra)
         yield  # pragma: no cover
 
     return proto
@@ -197,15 +257,16 @@ def pad(P, node, args, a):
     (x,) = args
     out = F.pad(x.data, a["pads"], value=0)
     if a["value"] != 0 and P.leader and not P.meta:
-        fill = P.enc(torch.tensor(a["value"], dtype=torch.float64))
+        fill = P.enc(torch.tensor(a["value"], dtype=torch.float64)) << x.extra
         mask = F.pad(torch.zeros_like(x.data), a["pads"], value=1)
         out = out + mask * fill
-    return Shared(out)
+    return Shared(out, x.extra)
     yield  # pragma: no cover
 
 
 @protocol("cat", "stack")
 def cat(P, node, args, a):
-    parts = [s.data for s in _operands(P, node, args)]
-    return Shared(torch.cat(parts, a["dim"]) if node.op == "cat" else torch.stack(parts, a["dim"]))
+    xs = align(*_operands(P, node, args))
+    parts = [s.data for s in xs]
+    return Shared(torch.cat(parts, a["dim"]) if node.op == "cat" else torch.stack(parts, a["dim"]), xs[0].extra)
     yield  # pragma: no cover

@@ -37,7 +37,8 @@ def reveal(P, node, args, a):
             if got is None:
                 return ABSENT
             v = got[0]
-        return P.dec(v, dtype)
+        # a pending truncation is simply part of the scale we divide by: exact
+        return P.dec(v, dtype, extra=x.extra)
     # every party yields exactly once, involved or not: schedules (and so the order in
     # which material is used) must be the same at every party and at the dealer
     owner = node.operands[0].type.vis.owner
