@@ -75,11 +75,11 @@ class _CountingMaterial:
         return {p.name: torch.empty(p.shape, dtype=p.dtype, device="meta") for p in random + derived}
 
 
-def _run(graph, constants, rank, merge, inputs, per_node=None):
+def _run(graph, constants, rank, merge, inputs, per_node=None, lazy=True):
     n = len(graph.parties)
     mat = _CountingMaterial()
     P = Party(rank=rank, nparties=n, names=list(graph.parties), material=mat, meta=True,
-              integral_names=integral_names(graph, constants))
+              integral_names=integral_names(graph, constants), lazy=lazy)
     interp = Interpreter(graph, P, constants=constants, inputs=inputs, merge=merge)
     cost = PartyCost()
 
@@ -108,8 +108,9 @@ def _packed(tensors) -> int:
     return sum(nbytes(tuple(t.shape), t.dtype) for t in tensors)
 
 
-def predict(plan, inputs=None) -> Cost:
-    """Exact rounds, bytes and dealer material of running `plan` (a Plan or Graph)."""
+def predict(plan, inputs=None, lazy: bool = True) -> Cost:
+    """Exact rounds, bytes and dealer material of running `plan` (a Plan or Graph).
+    `lazy=False` predicts a run with every truncation done at once (for comparison)."""
     graph = getattr(plan, "graph", plan)
     constants = getattr(plan, "constants", {}) or {}
     if inputs is None:
@@ -118,9 +119,9 @@ def predict(plan, inputs=None) -> Cost:
     merged, seq, nodes = {}, {}, {}
     mat = None
     for k, name in enumerate(parties):
-        merged[name], mat = _run(graph, constants, k, True, inputs)
+        merged[name], mat = _run(graph, constants, k, True, inputs, lazy=lazy)
         per = {}
-        seq[name], _ = _run(graph, constants, k, False, inputs, per)
+        seq[name], _ = _run(graph, constants, k, False, inputs, per, lazy=lazy)
         for key, (node, c) in per.items():
             nodes.setdefault(key, (node, {}))[1][name] = c
     order = {id(n): i for i, n in enumerate(graph.nodes)}

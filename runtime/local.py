@@ -38,13 +38,15 @@ class LocalResult:
 
 
 def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: float = DEFAULT_TIMEOUT,
-              merge: bool = True, frac: int | None = None, progress=None, policy=None) -> LocalResult:
+              merge: bool = True, frac: int | None = None, progress=None, policy=None,
+              lazy: bool = True) -> LocalResult:
     """Run `plan` (a Plan or Graph) with every party on this machine.
 
     data: {party name: {tag: tensor}} — each party gets only its own entry.
     progress: optional callable(done, total) called as party 0 finishes nodes (threads only).
     policy: a planc.ir.policy.Policy; a plan that breaks it is refused (PolicyError) before
     anything runs.
+    merge / lazy: False turns off round merging / pending truncations (for comparisons).
     """
     graph = getattr(plan, "graph", plan)
     if policy is not None:
@@ -63,11 +65,13 @@ def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: f
     if processes:
         from .procs import run_processes
 
+        if not lazy:
+            raise ValueError("lazy=False is for comparisons with threads")
         return run_processes(graph, constants, data, inputs, timeout=timeout, merge=merge, frac=frac)
-    return _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress)
+    return _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress, lazy)
 
 
-def _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress=None) -> LocalResult:
+def _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress=None, lazy=True) -> LocalResult:
     names = list(graph.parties) + ["dealer"]
     n = len(graph.parties)
     net = Network(names)
@@ -87,14 +91,15 @@ def _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress=
     def party(r):
         try:
             results[r] = run_party(graph, comms[r], data=data.get(names[r], {}), constants=constants,
-                                   inputs=inputs, frac=frac, merge=merge, tick=tick if r == 0 else None)
+                                   inputs=inputs, frac=frac, merge=merge, tick=tick if r == 0 else None, lazy=lazy)
         except BaseException as e:  # noqa: BLE001 — every failure must reach the caller
             errors[r] = e
             net.fail(r, e)
 
     def dealer():
         try:
-            results[n] = run_dealer(graph, comms[n], constants=constants, inputs=inputs, frac=frac, merge=merge)
+            results[n] = run_dealer(graph, comms[n], constants=constants, inputs=inputs, frac=frac, merge=merge,
+                                    lazy=lazy)
         except BaseException as e:  # noqa: BLE001
             errors[n] = e
             net.fail(n, e)

@@ -60,6 +60,7 @@ class Party:
     meta: bool = False
     comm: object = None
     integral_names: frozenset = frozenset()  # public values known (statically) to be small whole numbers
+    lazy: bool = True  # leave truncations pending until a value needs the standard scale
     _przs: int = 0
 
     def integral(self, value) -> bool:

@@ -41,7 +41,7 @@ def integral_names(graph: Graph, constants) -> frozenset:
 
 
 def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS,
-              merge=True, tick=None, policy=None):
+              merge=True, tick=None, policy=None, lazy=True):
     """Run `graph` as party `comm.rank`; returns (outputs, timings). A party given a
     policy re-checks the plan against it and refuses to run it if it breaks it."""
     if policy is not None:
@@ -68,7 +68,7 @@ def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=
     t1 = time.perf_counter()
     P = Party(rank=rank, nparties=n, names=comm.names[:n], material=PartyMaterial(rank, n, seed, corrections,
               descriptors), frac=frac, pair_seeds=pair, comm=comm,
-              integral_names=integral_names(graph, constants or {}))
+              integral_names=integral_names(graph, constants or {}), lazy=lazy)
     interp = Interpreter(graph, P, data=data, constants=constants, inputs=inputs, merge=merge)
     interp.tick = tick
     outs = interp.run(lambda ex: comm.exchange(ex.sends, ex.recvs))
@@ -77,7 +77,8 @@ def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=
     return outs, {"setup_s": t1 - t0, "online_s": t2 - t1, "cpu_s": time.thread_time() - c0}
 
 
-def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS, merge=True):
+def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS, merge=True,
+               lazy=True):
     n = comm.nparties
     c0 = time.thread_time()
     t0 = time.perf_counter()
@@ -86,7 +87,7 @@ def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFA
         comm.send_bytes(k, str(seeds[k]).encode())
     material = DealerMaterial(n, seeds)
     P = Party(rank=0, nparties=n, names=comm.names[:n], material=material, frac=frac, meta=True,
-              integral_names=integral_names(graph, constants or {}))
+              integral_names=integral_names(graph, constants or {}), lazy=lazy)
     interp = Interpreter(graph, P, constants=constants, inputs=inputs, merge=merge)
 
     def fake(ex):

@@ -82,7 +82,7 @@ def same_results(g1, g2, data):
 
 
 SAFE = ["verify", "policy", "visibility", "constfold", "identities", "cse", "dce", "simplify", "fold-loops",
-        "unroll-loops"]
+        "unroll-loops", "licm"]
 
 
 def test_every_pass_is_tested():
@@ -152,7 +152,8 @@ def _golden_input():
         h = b.emit("mul", [c, four], name=f"h{k}", loc=Loc("g.py", 10))
         c = b.emit("add", [h, ys], name=f"c{k}", loc=Loc("g.py", 10))
     i, cc = b.begin_region([TensorType("i64", (), PUBLIC), c.type], ["i", "cc"])
-    body = b.end_region([b.emit("sub", [cc, ys], name="d", loc=Loc("g.py", 12))])
+    inv = b.emit("neg", [ys], name="inv", loc=Loc("g.py", 12))  # loop-invariant: licm hoists it
+    body = b.end_region([b.emit("add", [cc, inv], name="d", loc=Loc("g.py", 12))])
     lp = b.emit("loop", [c], {"trips": 2}, types=[c.type], regions=[body], name="lp", loc=Loc("g.py", 12))
     r = b.emit("reveal", [lp], {"to": 1}, name="r", loc=Loc("g.py", 13))
     return b.finish([r])

@@ -1,2 +1,2 @@
 """Secret-shared protocols, one file per family; importing this registers them all."""
-from . import beaver, compare, linear, sharing  # noqa: F401
+from . import approx, beaver, compare, linear, sharing  # noqa: F401

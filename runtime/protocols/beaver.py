@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..interpreter import Ex, protocol
 from ..material import Part
 from ..party import Shared
-from .common import others, shared
+from .common import others, settle, shared
 
 
 def bilinear(node):
@@ -176,5 +176,8 @@ def products(P, node, args, a):
     z, scaled = yield from product(P, x, y, ox.type.vis, oy.type.vis, ox.type.shape, oy.type.shape, f, integral)
     # the truncation is left pending: the next op that needs the standard scale does it,
     # so a chain of linear ops after the product shares one truncation
-    return _add_bias(P, Shared(z, P.frac if scaled else 0), node, args)
+    out = _add_bias(P, Shared(z, P.frac if scaled else 0), node, args)
+    if not P.lazy:
+        out = yield from settle(P, out)
+    return out
 

@@ -154,8 +154,14 @@ def scale_public(P: Party, s: Shared, c: torch.Tensor, op=torch.mul):
         if k is not None:
             if s.extra + k > MAX_EXTRA:
                 s = yield from settle(P, s)
-            return Shared(s.data, s.extra + k)
+            out = Shared(s.data, s.extra + k)
+            if not P.lazy:
+                out = yield from settle(P, out)
+            return out
     if s.extra + P.frac > MAX_EXTRA:
         s = yield from settle(P, s)
     enc = P.empty(c.shape) if P.meta else P.enc(c)
-    return Shared(op(s.data, enc), s.extra + P.frac)
+    out = Shared(op(s.data, enc), s.extra + P.frac)
+    if not P.lazy:
+        out = yield from settle(P, out)
+    return out
