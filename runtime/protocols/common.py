@@ -16,13 +16,8 @@ def others(P: Party):
     return [j for j in range(P.nparties) if j != P.rank]
 
 
-def open_all(P: Party, xs: list[torch.Tensor]):
-    """Reveal several arithmetic sharings to every party in one round.
-
-    Each party sends its shares to every other party and adds what it receives:
-    x = sum_i x_i (mod 2^64)."""
-    specs = [(tuple(x.shape), x.dtype) for x in xs]
-    got = yield Ex({j: xs for j in others(P)}, {j: specs for j in others(P)})
+def _add_received(P: Party, xs, got):
+    """My shares plus everyone else's: the opened values (XOR for bits)."""
     if P.meta:
         return [P.empty(x.shape, x.dtype) for x in xs]
     out = [x.clone() for x in xs]
@@ -35,21 +30,22 @@ def open_all(P: Party, xs: list[torch.Tensor]):
     return out
 
 
+def open_all(P: Party, xs: list[torch.Tensor]):
+    """Reveal several arithmetic sharings to every party in one round.
+
+    Each party sends its shares to every other party and adds what it receives:
+    x = sum_i x_i (mod 2^64)."""
+    specs = [(tuple(x.shape), x.dtype) for x in xs]
+    got = yield Ex({j: xs for j in others(P)}, {j: specs for j in others(P)})
+    return _add_received(P, xs, got)
+
+
 def open_to(P: Party, xs: list[torch.Tensor], k: int):
     """Reveal sharings to party k only: the others send, k adds; returns None elsewhere."""
     specs = [(tuple(x.shape), x.dtype) for x in xs]
     if P.rank == k:
         got = yield Ex({}, {j: specs for j in others(P)})
-        if P.meta:
-            return [P.empty(x.shape, x.dtype) for x in xs]
-        out = [x.clone() for x in xs]
-        for j in others(P):
-            for o, t in zip(out, got[j]):
-                if o.dtype == torch.bool:
-                    o ^= t
-                else:
-                    o += t
-        return out
+        return _add_received(P, xs, got)
     yield Ex({k: xs}, {})
     return None
 
