@@ -5,7 +5,8 @@ one is first shared for free (PRZS). sum is a sum of shares. mean, avg_pool2d,
 adaptive_avg_pool2d and div-by-public multiply by public fractions: encoded with f
 bits, then one truncation (error at most 1 unit in the last place plus the encoding
 error of the fraction, |c| * 2^-17). batch_norm with plaintext statistics folds them
-into a per-channel scale and shift at their owner, then needs one product.
+into a per-channel scale and shift at their owner, then needs one product; with secret
+(or mixed-owner) statistics it takes approx.rsqrt_shared and up to two products.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from planc.ir.types import SECRET
 from ..interpreter import protocol
 from ..party import ABSENT, Shared
 from .beaver import product
-from .common import align, mul_public, scale_public, shared, truncate
+from .common import align, mul_public, scale_public, settle, shared, truncate
 
 
 def _operands(P, node, args):
@@ -177,12 +178,13 @@ def _plain(P, v, vis):
 def _batch_norm_secret(P, node, args, a):
     """Secret (or mixed-owner) statistics: y = (x - mean) * s + b, s = w * rsqrt(var + eps).
 
-    rsqrt is approx.rsqrt_shared when var is secret (8 rounds; var + eps in
-    [2^-16, 2^16), relative error 2^-18 plus 2^-15), else float64 at var's holder. s = w r
-    is plaintext when w and r have one holder, else one product (1 round); then one
-    product for (x - mean) s (1 round) and the truncations (local for 2 parties): 10
-    rounds with a secret var. Error: |x - mean| |w| (2^-17 relative + 2^-15 / sqrt(var))
-    plus 2 units of 2^-16 from the two truncations."""
+    r = rsqrt(var + eps) is approx.rsqrt_shared when var is secret (8 rounds; var + eps in
+    [2^-16, 2^16), error 2^-14 + 2^-16 r), else float64 at var's holder. s = w r is
+    plaintext when w and r have one holder, else one product (1 round, truncated); then
+    one product for (x - mean) s (1 round), its truncation left pending like any
+    product's: 10 rounds with a secret var and w (9 with a public w). Error:
+    |x - mean| (|w| (2^-14 + 2^-16 r) + 2^-16) + 2^-15 (eps and the statistics taken as
+    encoded)."""
     from .approx import rsqrt_shared  # approx builds on compare, which builds on this family
 
     x, mean_, var, w, b = args
@@ -220,9 +222,14 @@ def _batch_norm_secret(P, node, args, a):
         s_val = s_val.reshape(shape)
     xm = Shared(shared(P, x, xo.type.vis, xs).data - shared(P, mean_, mo.type.vis, cs).data.reshape(shape))
     z, scaled = yield from product(P, xm, s_val, SECRET, sv, xs, shape, torch.mul, False)
-    if scaled:
-        z = yield from truncate(P, z)
-    return Shared(z + shared(P, b, bo.type.vis, cs).data.reshape(shape))
+    bias = shared(P, b, bo.type.vis, cs).data.reshape(shape)
+    if not scaled:
+        return Shared(z + bias)
+    # like a product's, the last truncation is left pending for the next op that needs it
+    out = Shared(z + (bias if P.meta else bias << P.frac), P.frac)
+    if not P.lazy:
+        out = yield from settle(P, out)
+    return out
 
 
 # ---------------------------------------------------------------- shape ops: same op on each share
