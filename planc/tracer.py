@@ -90,6 +90,8 @@ class PlancProxy(fx.Proxy):
         return False
 
     def __len__(self):
+        if isinstance(self.value, tuple):
+            return len(self.value)
         s = self._type().shape
         if not s:
             raise TraceError("len() of a 0-d tensor", user_loc())
