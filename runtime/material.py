@@ -10,6 +10,10 @@ of traffic, to one party, instead of three tensors to every party.
 Sharing kinds:
 - ``arith``  additive shares in Z_2^64: the value is the sum of the shares;
 - ``xor``    XOR shares of bits (bool tensors);
+- ``xor64``  XOR shares of bits packed in int64 words (64 bits a word, laid out as the
+             protocol likes: it views the words as uint8/uint16/int64 arrays); shares
+             come straight from the PRG's keystream and travel as words, with no
+             unpacking anywhere;
 - ``own:k``  a random value known in the clear to party k (and the dealer) only.
 
 The dealer learns the request sequence by running the plan itself on shape-only (meta)
@@ -101,7 +105,8 @@ class PartyMaterial:
 
 
 def _kind(p: Part) -> str:
-    return "xor" if p.sharing == "xor" else "arith"
+    """How shares combine and are drawn: "arith", "xor" (bools) or "xor64" (words)."""
+    return p.sharing if p.sharing in ("xor", "xor64") else "arith"
 
 
 class DealerMaterial:
@@ -131,22 +136,25 @@ class DealerMaterial:
             if tuple(v.shape) != tuple(p.shape) or v.dtype != p.dtype:
                 raise MaterialError(f"{kind}: derived {p.name} is {v.dtype}{list(v.shape)}, declared "
                                     f"{p.dtype}{list(p.shape)}")
-            others = [prg.random_like(_kind(p), s, f"{i}/{p.name}", 0, p.shape) for s in self.seeds[:-1]]
-            if p.sharing == "xor":
-                corr = v.clone()
-                for o in others:
+            corr = None
+            for s in self.seeds[:-1]:
+                o = prg.random_like(_kind(p), s, f"{i}/{p.name}", 0, p.shape)
+                if corr is None:  # written over the fresh share: no allocation
+                    corr = torch.bitwise_xor(v, o, out=o) if _kind(p) != "arith" else torch.sub(v, o, out=o)
+                elif _kind(p) != "arith":
                     corr ^= o
-            else:
-                corr = v - sum(others) if others else v.clone()
-            self.corrections.append(corr)
+                else:
+                    corr -= o
+            self.corrections.append(v.clone() if corr is None else corr)
         self.descriptors.append(_descr(kind, random + derived))
         return {p.name: _meta(p) for p in random + derived}
 
 
 def _combine(p: Part, shares):
-    out = shares[0].clone()
+    """The value from its shares, accumulated in place into the first (fresh from the PRG)."""
+    out = shares[0]
     for s in shares[1:]:
-        if p.sharing == "xor":
+        if _kind(p) != "arith":
             out ^= s
         else:
             out += s

@@ -13,8 +13,9 @@ the same or to neighbouring encodings).
 
 sign_bit (L = 41, c_i / r_i: bit i)
 -----------------------------------
-Dealer: uniform ring mask r; XOR shares of the one-hot of each 4-bit group of r's low 40
-bits; rho = r_40 and the products listed below, arithmetically shared.
+Dealer: uniform ring mask r; XOR shares of the thermometer code of each 4-bit group of
+r's low 40 bits, of the round-2 products below and of rho = r_40; arithmetic shares of a
+four-entry truth table (round 3) and of its products with the `mult` masks.
 
 Round 1. Open c = x + 2^40 + r (mod 2^64). c is uniform, so it reveals nothing. With
 x' = x + 2^40 in [0, 2^41) we have x' = (c - r) mod 2^41, and its top bit is
@@ -24,15 +25,15 @@ x' = x + 2^40 in [0, 2^41) we have x' = (c - r) mod 2^41, and its top bit is
 and [x < 0] = 1 - s. Only c mod 2^41 is needed, so each party sends the low 6 bytes of
 its share (unless a product by x itself is asked for, see below: then 8).
 
-Level 1, no communication. Split the 40 bits into 10 groups of 4. For group g, with
-h = [r_g = v] the dealer's one-hot (XOR-shared) and c_g public,
+Level 1, no communication. Split the 40 bits into 10 groups of 4. For group g the dealer
+XOR-shares the 16-bit thermometer word q with q_v = [r_g >= v] (q_0 = 1; q_16 = 0 lies
+outside the word), and with c_g public
 
-    G_g = [c_g < r_g] = XOR_{v > c_g} h_v,      P_g = [c_g = r_g] = h_{c_g}
+    G_g = [c_g < r_g] = q_{c_g + 1},      P_g = [c_g = r_g] = q_{c_g} xor q_{c_g + 1}:
 
-(the one-hot has exactly one 1, so XOR over a set of its entries is their OR). Each
-group's one-hot share is packed into a 16-bit word w, and one lookup in a table indexed
-by (w, c_g) yields both bits: G and P are XOR-linear in h, so each party applies the
-same table to its own share.
+both are XOR-linear in q, so each party shifts its own share word right by c_g and keeps
+two bits, (a_g, b_g) = (q_{c_g}, q_{c_g + 1}); G = b and P = a xor b are left implicit
+(folded into the tables of round 2).
 
 Round 2. Lexicographic order: [c < r] = OR_g G_g AND_{h > g} P_h; the terms are
 mutually exclusive. Groups 0-4 and 5-9 form two super-groups, each needing
@@ -43,34 +44,51 @@ parties open e = u xor m (uniform) and use
 
     AND_{j in S} u_j = AND_{j in S} (e_j xor m_j) = XOR_{T subset S} (AND_{j in S-T} e_j) M_T,
 
-public coefficients times shares (M_empty = 1 is added by party 0). Each element's 62
-bits M_T are packed into one 64-bit word, and for each of the 2^10 values of e a table
-holds the word of coefficients, so an output is parity(table[e] & word).
+public coefficients times shares. What is masked and opened is the raw (a, b) pairs: 20
+bits per element, sent as a uint16 (bits 0-15) and a nibble (bits 16-19, two elements a
+byte). G, P and their masks are XORs of raw bits, so the dealer's products and the
+parties' tables are indexed by raw 10-bit words. Each element's 62 bits M_T, and a
+constant 1 in bit 63 (M_empty, shared like the rest), are one 64-bit word, and for each
+of the 2^10 values of e a table holds the word of coefficients (bit 63: the public term),
+so an output is parity(table[e] & word).
 
-Round 3. B = G_top + P_top G_bot (again exclusive terms), now computed ARITHMETICALLY:
-over the integers e xor m = e + (1 - 2e) m, so
+Round 3. B = G_top + P_top G_bot (exclusive terms, so also G_top xor P_top G_bot) and
 
-    AND_{j in S} u_j = sum_{T subset S} (prod_{S-T} e_j)(prod_{T} (1 - 2 e_j)) M_T
+    s = c_40 xor t,   t = rho xor B = w xor P_top G_bot,   w = rho xor G_top,
 
-with M_T arithmetically shared. The xor with rho costs nothing more: t = rho xor B =
-rho + (1 - 2 rho) B, so the dealer shares D_T = (1 - 2 rho) M_T (and rho) instead of M_T,
-and s = c_40 + (1 - 2 c_40) t is affine in [t] with public coefficients.
+where w is XOR-linear: the dealer XOR-shares rho too (one bit plane). One AND is left.
+Parties open e = (w, P_top, G_bot) xor (m0, m1, m2) (three bit planes), so that
+
+    t = e0 xor v[e1 + 2 e2],   v[j] = m0 xor ((j & 1) xor m1)((j >> 1) xor m2):
+
+the dealer shares the four v[j] ARITHMETICALLY (the truth table of the AND for each
+possible opening, xor the fresh m0) and each party just picks its share of v[e1 + 2 e2].
+With the public f = 1 xor c_40 xor e0, [x < 0] = 1 - s = f xor v = f + (1 - 2f) v.
 
 Products with the bit, free of rounds (`mult`): for y = eps + a with a a dealer mask
 and eps = y - a opened in round 1 alongside c,
 
-    t y = eps [t] + [rho a] + coef_empty ([a] - 2 [rho a]) + sum_T coef_T [D_T a],
+    [x < 0] y = f y + (1 - 2f)(eps [v] + [v a]) = f y + eps ([x < 0] - f) + (1 - 2f) [v a],
 
-which only needs [rho a] and [D_T a] from the dealer. When y is x itself, a = -r and
+which only needs the four [v[j] a] from the dealer. When y is x itself, a = -r and
 eps = x + r = c - 2^40 come for free (then c is opened in full). [x < 0] y carries y's
 scale: the bit has scale 1, so nothing is truncated and the product is exact.
 
-Cost per element (2 parties): 3 rounds; sent 6 B + 20 bits + 3 bits (about 9 B), 8 B
-more per y in `mult` (none for y = x); dealer (the last party's corrections) 284 bits +
-5 ring elements, and 5 ring elements per y.
+Representation. XOR-shared bits never exist one per byte: the dealer's material is
+packed words (sharing ``xor64`` in runtime/material.py: 64-bit words regenerated straight
+from the PRG), viewed as uint16 thermometer words (10, n), int64 closure words (2, n),
+the round-2 mask in its wire layout and bit planes; messages are those words themselves.
+Arrays are component-major ((k, n): one row per group, closure word or plane) so that
+every numpy / torch loop runs over n, and all table lookups are 1-D gathers.
 
-_zero_bit is the same with equality only: c = x + r (40 bits), P_g = h_{c_g}, round 2 ANDs
-five P's per super-group (31 subsets), round 3 ANDs the two results arithmetically.
+Cost per element (2 parties): 3 rounds; sent 6 B + 2.5 B + 3 bits (8 B instead of 6 when
+y = x), 8 B more per y in `mult` (none for y = x); dealer (the last party's corrections)
+20 B of thermometers + 16 B of closure words + 1 bit + 4 ring elements, and 4 ring
+elements per y.
+
+_zero_bit is the same with equality only: c = x + r (40 bits), P_g = a_g xor b_g, round 2
+ANDs five P's per super-group (31 subsets), round 3 ANDs the two results arithmetically
+(closure {m0, m1, m0 m1}, arithmetically shared).
 
 Ops built on them (f: fractional bits; a result bit b is stored as b * 2^f):
 
@@ -99,6 +117,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from itertools import combinations
 
 import numpy as np
@@ -113,6 +132,8 @@ from ..party import Shared
 from .beaver import product
 from .common import others, shared, truncate
 
+assert sys.byteorder == "little"  # byte views of ring elements below
+
 L = 41  # x' = x + 2^(L-1) lies in [0, 2^L) for |x| < 2^(L-1)
 WIDTH = 4  # bits per level-1 group
 NGROUPS = 10  # (L - 1) / WIDTH
@@ -120,8 +141,46 @@ FAN = 5  # groups per super-group (two super-groups)
 LOW_BYTES = 6  # an opened c is only used mod 2^41 (mod 2^40 for equality)
 PAD = -(2 ** 39 - 1)  # "-inf" for max_pool2d padding, in ring units
 
-_SHIFTS = torch.arange(NGROUPS, dtype=torch.int64) * WIDTH
-_BYTE_SHIFTS = torch.arange(LOW_BYTES, dtype=torch.int64) * 8
+_TOP = np.uint64(1 << 63)
+
+
+# ---------------------------------------------------------------- packed words
+
+
+def _nwords(count: int, itemsize: int) -> int:
+    """int64 words holding `count` items of `itemsize` bytes."""
+    return -(-count * itemsize // 8)
+
+
+def _view(words: torch.Tensor, dtype, shape) -> np.ndarray:
+    """The first prod(shape) items of `dtype` in int64 words (material), zero-copy."""
+    count = math.prod(shape)
+    return words.numpy().reshape(-1).view(dtype)[:count].reshape(shape)
+
+
+def _alloc(dtype, shape):
+    """(int64 word tensor, numpy view of it as dtype/shape); the padding is zeroed."""
+    count = math.prod(shape)
+    nw = _nwords(count, np.dtype(dtype).itemsize)
+    buf = np.empty(nw, np.int64)
+    if nw:
+        buf[-1] = 0
+    return torch.from_numpy(buf), buf.view(dtype)[:count].reshape(shape)
+
+
+def _parity(w: np.ndarray) -> np.ndarray:
+    """XOR of the bits of each word, as uint8 0/1 (counted unsigned: numpy counts the
+    bits of |w| for signed words)."""
+    p = np.bitwise_count(w.view(_UNSIGNED[w.dtype.itemsize]))
+    p &= 1
+    return p
+
+
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
 
 
 # ---------------------------------------------------------------- monomials in one round
@@ -137,42 +196,17 @@ def _subsets(mask: int):
         sub = (sub - 1) & mask
 
 
-def _index(b: torch.Tensor) -> torch.Tensor:
-    """Bits (..., v <= 24) as the integer sum_j b_j 2^j, int64 (...); a float32 matmul
-    is exact below 2^24 and much faster than shifting and summing."""
-    pow2 = 2.0 ** torch.arange(b.shape[-1], dtype=torch.float32)
-    return (b.to(torch.float32) @ pow2).to(torch.int64)
+def _bits_of(values: np.ndarray, nbits: int) -> np.ndarray:
+    """(len(values), nbits) bool: bit j of each value."""
+    return ((values[:, None] >> np.arange(nbits)) & 1).astype(bool)
 
 
-_WORDS = {8: "<u1", 16: "<u2", 32: "<u4", 64: "<i8"}
-
-
-def _pack(b: torch.Tensor) -> torch.Tensor:
-    """Bits (..., K <= 64) as one int64 word each, bit j = b[..., j]."""
-    width = next(w for w in _WORDS if w >= b.shape[-1])
-    pad = width - b.shape[-1]
-    if pad:
-        b = torch.cat([b, torch.zeros(tuple(b.shape[:-1]) + (pad,), dtype=torch.bool)], -1)
-    words = np.packbits(b.contiguous().numpy().reshape(-1), bitorder="little").view(_WORDS[width])
-    return torch.from_numpy(words.astype(np.int64)).reshape(b.shape[:-1])
-
-
-def _fold(v: torch.Tensor, bits: int) -> torch.Tensor:
-    s = bits // 2
-    while s:
-        v = v ^ (v >> s)
-        s //= 2
-    return v & 1
-
-
-_PAR16 = _fold(torch.arange(1 << 16, dtype=torch.int64), 16).to(torch.uint8)
-
-
-def _parity(v: torch.Tensor) -> torch.Tensor:
-    """XOR of the 64 bits of each element, as uint8 0/1."""
-    v = v ^ (v >> 32)
-    v = v ^ (v >> 16)
-    return _PAR16[v & 0xFFFF]
+def _words_of(cols) -> np.ndarray:
+    """Bool columns (each (N,)) as int64 words, column i in bit i."""
+    w = np.zeros(len(cols[0]) if cols else 0, np.uint64)
+    for i, c in enumerate(cols):
+        w |= c.astype(np.uint64) << np.uint64(i)
+    return w
 
 
 class Monomials:
@@ -181,38 +215,48 @@ class Monomials:
     `outputs` is a list of outputs, each a list of monomials (tuples of variable indices);
     an output is the XOR (equivalently, for mutually exclusive terms, the sum) of its
     monomials. The dealer's material is the down-closure of the monomials: every
-    non-empty subset T of a monomial, with M_T = AND_{j in T} m_j (K of them, K <= 64).
+    non-empty subset T of a monomial, with M_T = AND_{j in T} m_j (K of them, K <= 63).
 
-    For the XOR form each element's M_T are packed into one 64-bit word, and since every
-    public coefficient is a function of the opened e (nvars bits), tables indexed by e
-    give, per output, the word of T whose coefficient is 1 and the public term (T empty):
-    an output is then parity(table[e] & word), a few integer operations per element."""
+    `raw` (optional) says what is opened: variable j is the XOR of the raw opened bits in
+    the mask raw[j] (and its mask the XOR of the same raw mask bits), so the tables below
+    are indexed by raw words.
 
-    def __init__(self, nvars: int, outputs):
+    Packed form: an element's M_T are one 64-bit word (closure element i in bit i) with a
+    constant 1 in bit 63 (`prod_words[m]`, m the raw mask word); for each raw opened word
+    e, `coef_words[o][e]` holds output o's public coefficients, its public term in bit 63:
+    an output's share is then parity(coef_words[o][e] & word), at every party alike.
+    `arith_table()` gives the integer coefficients of output 0 (see arith_coefs).
+    `products`, `xor_eval` and `arith_coefs` take bool tensors of the variables
+    themselves (identity `raw` only)."""
+
+    def __init__(self, nvars: int, outputs, raw=None):
         self.nvars = nvars
         self.outputs = [[sum(1 << j for j in mono) for mono in out] for out in outputs]
         closure = {t for out in self.outputs for s in out for t in _subsets(s)} - {0}
         self.closure = sorted(closure, key=lambda t: (bin(t).count("1"), t))
         self.index = {t: i for i, t in enumerate(self.closure)}
         self.K = len(self.closure)
-        assert self.K <= 64
-        every = ((torch.arange(1 << nvars).unsqueeze(-1) >> torch.arange(nvars)) & 1).bool()
-        E = self._prods(every, torch.logical_and)
-        E[0] = torch.ones(1 << nvars, dtype=torch.bool)
-        self._products = _pack(torch.stack([E[t] for t in self.closure], -1))  # M_T of each m
-        coef, pub = [], []
+        assert self.K <= 63
+        self.raw = list(raw) if raw is not None else [1 << j for j in range(nvars)]
+        self.nraw = max(m.bit_length() for m in self.raw)
+        every = np.arange(1 << self.nraw, dtype=np.int64)
+        logical = np.stack([(np.bitwise_count(every & m) & 1).astype(bool) for m in self.raw], -1)
+        E = self._prods(logical, np.logical_and)
+        E[0] = np.ones(1 << self.nraw, dtype=bool)
+        self.prod_words = (_words_of([E[t] for t in self.closure]) | _TOP).view(np.int64)
+        coef = []
         for out in self.outputs:
-            c = {t: torch.zeros(1 << nvars, dtype=torch.bool) for t in self.closure}
-            p = torch.zeros(1 << nvars, dtype=torch.bool)
+            c = {t: np.zeros(1 << self.nraw, dtype=bool) for t in self.closure}
+            pub = np.zeros(1 << self.nraw, dtype=bool)
             for s in out:
-                p ^= E[s]
+                pub ^= E[s]
                 for t in _subsets(s):
                     if t:
                         c[t] = c[t] ^ E[s ^ t]
-            coef.append(_pack(torch.stack([c[t] for t in self.closure], -1)))
-            pub.append(p.to(torch.uint8))
-        self._coef = torch.stack(coef, -1)  # (2^nvars, outputs) int64 words
-        self._pub = torch.stack(pub, -1)  # (2^nvars, outputs) 0/1
+            w = _words_of([c[t] for t in self.closure])
+            w[pub] |= _TOP
+            coef.append(w.view(np.int64))
+        self.coef_words = coef
 
     def _prods(self, v, mul):
         """{T: prod_{j in T} v_j} over the closure (T = 0 left out), built incrementally."""
@@ -223,20 +267,24 @@ class Monomials:
             out[t] = v[..., j] if rest == 0 else mul(out[rest], v[..., j])
         return out
 
+    def _raw_index(self, b: torch.Tensor) -> torch.Tensor:
+        assert self.raw == [1 << j for j in range(self.nvars)]
+        return (b.to(torch.int64) << torch.arange(self.nvars)).sum(-1)
+
     def products(self, m: torch.Tensor) -> torch.Tensor:
         """Dealer: the bits M_T (..., K) of the closure for mask bits m (..., nvars)."""
-        words = self._products[_index(m)].numpy().reshape(-1, 1).view(np.uint8)
-        bits = np.unpackbits(words, axis=-1, count=self.K, bitorder="little").view(bool)
-        return torch.from_numpy(bits).reshape(tuple(m.shape[:-1]) + (self.K,))
+        w = torch.from_numpy(self.prod_words)[self._raw_index(m)]
+        return ((w.unsqueeze(-1) >> torch.arange(self.K)) & 1).bool()
 
     def xor_eval(self, e: torch.Tensor, M: torch.Tensor, leader: bool) -> torch.Tensor:
         """XOR shares (..., outputs) from the opened e = u xor m (..., nvars) and XOR shares
         of M_T (..., K): output = XOR_T coef_T(e) M_T, xor the public part at party 0."""
-        i = _index(e)
-        out = _parity(self._coef[i] & _pack(M).unsqueeze(-1))
+        i = _np(self._raw_index(e))
+        word = _np((M.to(torch.int64) << torch.arange(self.K)).sum(-1))
         if leader:
-            out = out ^ self._pub[i]
-        return out.bool()
+            word = word | _TOP.view(np.int64)
+        out = np.stack([_parity(c[i] & word) for c in self.coef_words], -1)
+        return torch.from_numpy(out.view(bool))
 
     def arith_coefs(self, e: torch.Tensor, output: int = 0) -> dict:
         """Public integer coefficients: output = sum_T coef_T M_T (T = 0 means M = 1), from
@@ -252,17 +300,56 @@ class Monomials:
                 coef[t] = coef[t] + c if t in coef else c
         return coef
 
+    def arith_table(self) -> np.ndarray:
+        """(1 + K, 2^nvars) int64: for each opened e (identity raw), output 0's constant
+        (row 0) and the coefficient of each M_T in closure order."""
+        every = torch.from_numpy(_bits_of(np.arange(1 << self.nvars), self.nvars))
+        coef = self.arith_coefs(every)
+        rows = [coef.get(0, torch.zeros(1 << self.nvars, dtype=torch.int64))]
+        rows += [coef.get(t, torch.zeros(1 << self.nvars, dtype=torch.int64)) for t in self.closure]
+        return torch.stack(rows).numpy().copy()
+
+    def prod_table(self) -> np.ndarray:
+        """(K, 2^nvars) int64 0/1: M_T of each mask word m (identity raw), closure order."""
+        w = self.prod_words.view(np.uint64)
+        return np.stack([((w >> np.uint64(i)) & np.uint64(1)).astype(np.int64) for i in range(self.K)])
+
 
 def _mono_lt():
-    # super-group variables: G_j is 2j, P_j is 2j + 1 (group 0 lowest)
+    # super-group variables: G_j is 2j, P_j is 2j + 1 (group 0 lowest); opened: the raw
+    # pairs a_j (bit 2j) and b_j (bit 2j + 1), with G_j = b_j and P_j = a_j xor b_j
     g = [tuple([2 * j] + [2 * h + 1 for h in range(j + 1, FAN)]) for j in range(FAN)]
-    return Monomials(2 * FAN, [g, [tuple(2 * h + 1 for h in range(FAN))]])
+    raw = []
+    for j in range(FAN):
+        raw += [2 << 2 * j, 3 << 2 * j]
+    return Monomials(2 * FAN, [g, [tuple(2 * h + 1 for h in range(FAN))]], raw)
 
 
 LT2 = _mono_lt()  # round 2 of sign_bit: (G, P) of each super-group, XOR-shared
-LT3 = Monomials(3, [[(0,), (1, 2)]])  # round 3: G_top + P_top G_bot, variables (Gt, Pt, Gb)
-EQ2 = Monomials(FAN, [[tuple(range(FAN))]])  # round 2 of _zero_bit: AND of 5 P's
+EQ2 = Monomials(FAN, [[tuple(range(FAN))]], [3 << 2 * j for j in range(FAN)])  # AND of 5 P's
 EQ3 = Monomials(2, [[(0, 1)]])  # round 3: AND of the two super-groups
+
+_SH2 = np.array([2 * g for g in range(8)] + [0, 2], np.uint16)[:, None]  # group g at bits 2g of 20: 16 + 4
+
+
+def _truth_table():
+    """Round 3 of sign_bit: t = rho xor B = w xor Pt Gb with w = rho xor Gt, opened as
+    e = (w, Pt, Gb) xor (m0, m1, m2). Then t = e0 xor v[e1 + 2 e2] with the dealer's
+    v[j] = m0 xor ((j & 1) xor m1)((j >> 1) xor m2): the truth table of the one AND left,
+    one row per value of the mask code m (bit k: m_k), as ring values (8, 4) and as a
+    byte of 4 bits (8,)."""
+    tab = np.zeros((4, 8), np.int64)
+    for m in range(8):
+        m0, m1, m2 = m & 1, (m >> 1) & 1, (m >> 2) & 1
+        for j in range(4):
+            tab[j, m] = m0 ^ (((j & 1) ^ m1) & ((j >> 1) ^ m2))
+    byte = (tab << np.arange(4)[:, None]).sum(0).astype(np.uint8)
+    return tab, byte
+
+
+_SIGN_DEAL, _XOR_DEAL = _truth_table()
+_ZERO_COEF = EQ3.arith_table()  # (1 + 3, 4)
+_ZERO_DEAL = EQ3.prod_table()  # (3, 4)
 
 
 # ---------------------------------------------------------------- opening
@@ -270,7 +357,8 @@ EQ3 = Monomials(2, [[(0, 1)]])  # round 3: AND of the two super-groups
 
 def _open(P, items):
     """One round opening several sharings: items are (share, kind) with kind 'ring'
-    (sum mod 2^64), 'low' (sum mod 2^48, 6 bytes on the wire) or 'xor' (bool)."""
+    (sum mod 2^64), 'low' (sum mod 2^48, 6 bytes on the wire) or 'xor' (XOR of bool or
+    integer words)."""
     wire = []
     for t, kind in items:
         if kind != "low":
@@ -278,22 +366,26 @@ def _open(P, items):
         elif P.meta:
             wire.append(P.empty(tuple(t.shape) + (LOW_BYTES,), torch.uint8))
         else:
-            wire.append(((t.unsqueeze(-1) >> _BYTE_SHIFTS) & 255).to(torch.uint8))
+            b = _np(t).view(np.uint8).reshape(-1, 8)[:, :LOW_BYTES]
+            wire.append(torch.from_numpy(np.ascontiguousarray(b)).reshape(tuple(t.shape) + (LOW_BYTES,)))
     specs = [(tuple(w.shape), w.dtype) for w in wire]
     got = yield Ex({j: wire for j in others(P)}, {j: specs for j in others(P)})
     if P.meta:
         return [P.empty(t.shape, t.dtype) for t, _ in items]
     out = []
     for i, (t, kind) in enumerate(items):
-        acc = t.clone()
+        acc = None
         for j in others(P):
             w = got[j][i]
             if kind == "xor":
-                acc ^= w
+                acc = t ^ w if acc is None else acc.bitwise_xor_(w)
             elif kind == "low":
-                acc += (w.to(torch.int64) << _BYTE_SHIFTS).sum(-1)
+                full = torch.zeros(tuple(t.shape) + (8,), dtype=torch.uint8)
+                full[..., :LOW_BYTES] = w
+                full = full.view(torch.int64).reshape(t.shape)
+                acc = t + full if acc is None else acc.add_(full)
             else:
-                acc += w
+                acc = t + w if acc is None else acc.add_(w)
         out.append(acc)
     return out
 
@@ -303,34 +395,20 @@ def _lead(P, v):
     return v if P.leader else torch.zeros_like(v)
 
 
-def _groups(v):
-    """The ten 4-bit groups of v's low 40 bits, as (..., 10) int64."""
-    return (v.unsqueeze(-1) >> _SHIFTS) & ((1 << WIDTH) - 1)
+def _nibbles(v: torch.Tensor) -> np.ndarray:
+    """The ten 4-bit groups of v's low 40 bits, as (10, n) uint8 (group g in row g)."""
+    n = v.shape[0]
+    b = np.ascontiguousarray(_np(v).view(np.uint8).reshape(n, 8).T[:NGROUPS // 2])
+    out = np.empty((NGROUPS, n), np.uint8)
+    np.bitwise_and(b, 15, out=out[0::2])
+    np.right_shift(b, 4, out=out[1::2])
+    return out
 
 
-def _onehot(r):
-    """Dealer: the one-hot (..., 10, 16) of each 4-bit group of r, unpacked from the
-    16-bit words 2^group."""
-    words = (1 << _groups(r)).numpy().astype("<u2")
-    bits = np.unpackbits(words.view(np.uint8), bitorder="little").view(bool)
-    return torch.from_numpy(bits).reshape(tuple(r.shape) + (NGROUPS, 1 << WIDTH))
-
-
-_LEVEL1 = []
-
-
-def _level1(oh, c):
-    """(G_g, P_g) of the ten groups as bools (..., 10, 2), from XOR shares of the one-hot h
-    (..., 10, 16) and the public c: P_g = h_{c_g}, G_g = XOR_{v > c_g} h_v. Each group's
-    one-hot is packed into a 16-bit word w, and a table indexed by (w, c_g) holds both
-    bits (G + 2 P): one lookup per group."""
-    if not _LEVEL1:
-        w = torch.arange(1 << 16, dtype=torch.int64).unsqueeze(-1)
-        cg = torch.arange(1 << WIDTH, dtype=torch.int64)
-        _LEVEL1.append((_fold(w >> (cg + 1), 16) + 2 * ((w >> cg) & 1)).to(torch.uint8).reshape(-1))
-    gp = _LEVEL1[0][(_pack(oh) << WIDTH) | _groups(c)]
-    bits = np.unpackbits(gp.numpy()[..., None], axis=-1, count=2, bitorder="little").view(bool)
-    return torch.from_numpy(bits)  # (..., 10, [G, P])
+def _bit40(v: torch.Tensor) -> np.ndarray:
+    """Bit 40 of each element, as uint8 (n,)."""
+    n = v.shape[0]
+    return _np(v).view(np.uint8).reshape(n, 8)[:, 5] & 1
 
 
 def _bc(t, ndim):
@@ -360,60 +438,172 @@ def sign_bit(P, x, mult=()):
     return bit.reshape(shape), [p.reshape(y.shape) for p, y in zip(prods, mult)]
 
 
-def _lt_parts(n):
-    """Material of rounds 2 and 3 of n comparisons: random masks, and the one-hots and
-    closure products derived by `_lt_derive` from the comparison masks."""
-    return ([Part("m2", (n, 2, 2 * FAN), "xor"), Part("m3", (n, 3), "xor")],
-            [Part("oh", (n, NGROUPS, 1 << WIDTH), "xor"), Part("M2", (n, 2, LT2.K), "xor")])
+def _nhalf(n):
+    return (n + 1) // 2
 
 
-def _lt_derive(r, full):
-    return {"oh": _onehot(r), "M2": LT2.products(full["m2"])}
+def _nplane(n):
+    return (n + 7) // 8
+
+
+def _lt_parts(n, planes=3, rho=True):
+    """Material of rounds 2 and 3 of n comparisons, packed. Random masks in the wire
+    layouts: m2 = the low 16 bits of each element's 20 raw bits (n,) uint16, then their
+    top 4 bits two elements a byte; m3 = `planes` bit planes of n bits. Derived, by
+    `_lt_derive` from the comparison masks: thermometer words T (10, n) uint16, closure
+    words M2 (2, n) int64 and (with rho) the bit plane of rho = r_40."""
+    derived = [Part("T", (_nwords(NGROUPS * n, 2),), "xor64"), Part("M2", (2, n), "xor64")]
+    if rho:
+        derived.append(Part("rx", (_nwords(_nplane(n), 1),), "xor64"))
+    return ([Part("m2", (_nwords(2 * n + _nhalf(n), 1),), "xor64"),
+             Part("m3", (_nwords(planes * _nplane(n), 1),), "xor64")], derived)
+
+
+def _m2(words, n):
+    """The wire layout of round 2 in material words: (low 16 bits (n,), high nibbles)."""
+    b = words.numpy().view(np.uint8)
+    return b[:2 * n].view(np.uint16), b[2 * n:2 * n + _nhalf(n)]
+
+
+def _raw2(lo, hi, n):
+    """The two super-groups' 10-bit raw words (2, n) from the wire layout (bits 0-9 and
+    10-19 of each element's 20 bits), as intp: table indices."""
+    h = np.empty(2 * _nhalf(n), np.uint8)
+    np.bitwise_and(hi, 15, out=h[0::2])
+    np.right_shift(hi, 4, out=h[1::2])
+    out = np.empty((2, n), np.intp)
+    np.bitwise_and(lo, 1023, out=out[0], casting="unsafe")
+    np.right_shift(lo, 10, out=out[1], casting="unsafe")
+    top = h[:n].astype(np.intp)
+    top <<= 6
+    out[1] |= top
+    return out
+
+
+def _rows(table, idx):
+    """table[:, idx] (k, n) for a small (k, m) table, one 1-D gather per row (numpy's
+    take along axis 1 is several times slower)."""
+    idx = idx.astype(np.intp)
+    out = np.empty((table.shape[0], idx.shape[0]), table.dtype)
+    for j in range(table.shape[0]):
+        np.take(table[j], idx, out=out[j], mode="clip")
+    return out
+
+
+def _planes(m3, n, planes):
+    """Bit planes (planes, ceil(n / 8)) uint8 of the round-3 masks in material words."""
+    return m3.numpy().view(np.uint8)[:planes * _nplane(n)].reshape(planes, _nplane(n))
+
+
+def _code(planes, n, extra=None):
+    """Per element, the bits of `planes` (k, ceil(n / 8)) as one uint8 code (bit j from
+    plane j), or'ed with `extra` shifted above them."""
+    k = planes.shape[0]
+    b = np.unpackbits(planes, axis=-1, count=n, bitorder="little")
+    code = b[0].copy()
+    for j in range(1, k):
+        b[j] <<= j
+        code |= b[j]
+    if extra is not None:
+        extra <<= k
+        code |= extra
+    return code
+
+
+def _lt_derive(r, full, mono=None):
+    """Dealer: thermometer words of r's groups and the closure words (of `mono`, LT2 by
+    default) of the masks m2."""
+    n = r.shape[0]
+    T, tv = _alloc(np.uint16, (NGROUPS, n))
+    np.left_shift(np.uint16(0xFFFE), _nibbles(r), out=tv)
+    np.invert(tv, out=tv)  # (2 << g) - 1: bits 0..g set, q_v = [g >= v]
+    m2 = _raw2(*_m2(full["m2"], n), n)
+    out = {"T": T, "M2": torch.from_numpy(np.take((mono or LT2).prod_words, m2))}
+    if mono is None:
+        out["rx"], rx = _alloc(np.uint8, (_nplane(n),))
+        rx[:] = np.packbits(_bit40(r), bitorder="little")
+    return out
+
+
+def _level1(P, c, m, n):
+    """Level 1 and the masking of round 2: this party's share of the raw (a, b) pairs of
+    the ten groups xor m2, in the wire layout (the low 16 of the 20 bits (n,) int16, the
+    top 4 two elements a byte (ceil(n / 2),) uint8). Group g's pair is in bits 2g, 2g + 1
+    of the 20; super-group s is bits 10 s to 10 s + 9."""
+    y = _view(m["T"], np.uint16, (NGROUPS, n)) >> _nibbles(c)
+    y &= 3
+    y <<= _SH2
+    mlo, mhi = _m2(m["m2"], n)
+    lo = mlo ^ y[0]
+    for g in range(1, 8):
+        lo ^= y[g]
+    h = np.empty(2 * _nhalf(n), np.uint8)
+    h[n:] = 0
+    np.bitwise_or(y[8], y[9], out=h[:n], casting="unsafe")
+    hi = h[1::2] << 4
+    hi |= h[0::2]
+    hi ^= mhi
+    return [torch.from_numpy(lo.view(np.int16)), torch.from_numpy(hi)]
+
+
+def _round2_wire(P, n):
+    if P.meta:
+        return [P.empty((n,), torch.int16), P.empty((_nhalf(n),), torch.uint8)]
+    return None
 
 
 def _lt_rounds(P, c, m):
     """Rounds 2 and 3 of comparisons [c_{0..39} < r_{0..39}] for public c (n,): level 1
-    locally, round 2 for each super-group's (G, P), round 3 opens (Gt, Pt, Gb) masked by
-    m3. Returns the opened e3 (n, 3); the caller finishes arithmetically or in XOR."""
+    locally, round 2 for each super-group's (G, P), round 3 opens (rho xor Gt, Pt, Gb)
+    masked by m3, as three bit planes. Returns the opened planes (3, ceil(n / 8)) uint8;
+    the caller finishes arithmetically or in XOR (see `_truth_table`)."""
     n = c.shape[0]
+    u2 = _round2_wire(P, n) or _level1(P, c, m, n)
+    e2 = yield from _open(P, [(u, "xor") for u in u2])
     if P.meta:
-        u2 = P.empty((n, 2, 2 * FAN), torch.bool)
+        u3 = P.empty((3, _nplane(n)), torch.uint8)
     else:
-        u2 = _level1(m["oh"], c).reshape(n, 2, 2 * FAN)  # G0 P0 G1 P1 ... per super-group
-    (e2,) = yield from _open(P, [(u2 ^ m["m2"], "xor")])
+        e = _raw2(e2[0].numpy().view(np.uint16), e2[1].numpy(), n)
+        W = np.empty((3, n), np.int64)
+        np.take(LT2.coef_words[0], e[1], out=W[0], mode="clip")  # G top
+        np.take(LT2.coef_words[1], e[1], out=W[1], mode="clip")  # P top
+        np.take(LT2.coef_words[0], e[0], out=W[2], mode="clip")  # G bottom
+        M = _view(m["M2"], np.int64, (2, n))
+        W[:2] &= M[1]
+        W[2] &= M[0]
+        u = np.packbits(_parity(W), axis=-1, bitorder="little")
+        u[0] ^= _planes(m["rx"], n, 1)[0]  # w = rho xor Gt
+        u ^= _planes(m["m3"], n, 3)
+        u3 = torch.from_numpy(u)
+    (e3,) = yield from _open(P, [(u3, "xor")])
     if P.meta:
-        u3 = P.empty((n, 3), torch.bool)
-    else:
-        gp = LT2.xor_eval(e2, m["M2"], P.leader)  # (n, 2 super-groups, [G, P])
-        u3 = torch.stack([gp[:, 1, 0], gp[:, 1, 1], gp[:, 0, 0]], -1)
-    (e3,) = yield from _open(P, [(u3 ^ m["m3"], "xor")])
-    return e3
+        return e3
+    return e3.numpy()
 
 
 def _lt_zero(P, x, ys, same):
     """sign_bit on flat x (n,): ys[k] (n, ...) are the mult factors, same[k] whether
     ys[k] is x itself (then its mask is -r and its eps is c - 2^40, both free)."""
     n = x.shape[0]
-    K = LT3.K
     random, derived = _lt_parts(n)
     random = [Part("r", (n,))] + random
-    derived += [Part("rho", (n,)), Part("D", (n, K))]
+    derived.append(Part("D", (4, n)))
     for k, y in enumerate(ys):
         ysh = tuple(y.shape)
         if not same[k]:
             random.append(Part(f"a{k}", ysh))
-        derived += [Part(f"ra{k}", ysh), Part(f"Da{k}", ysh + (K,))]
+        derived.append(Part(f"Da{k}", (4,) + ysh))
 
     def derive(full):
         r = full["r"]
-        rho = (r >> (L - 1)) & 1
-        D = (1 - 2 * rho).unsqueeze(-1) * LT3.products(full["m3"]).to(torch.int64)
-        out = {**_lt_derive(r, full), "rho": rho, "D": D}
+        out = _lt_derive(r, full)
+        D = torch.from_numpy(_rows(_SIGN_DEAL, _code(_planes(full["m3"], n, 3), n)))  # (4, n): v[j]
+        out["D"] = D
         for k, y in enumerate(ys):
-            a = -r.reshape(r.shape + (1,) * (y.dim() - 1)) if same[k] else full[f"a{k}"]
-            extra = y.dim() - 1
-            out[f"ra{k}"] = _bc(rho, extra) * a
-            out[f"Da{k}"] = D.reshape((n,) + (1,) * extra + (K,)) * a.unsqueeze(-1)
+            if same[k]:  # a = -r
+                out[f"Da{k}"] = torch.mul(D, r).neg_()
+            else:
+                out[f"Da{k}"] = _bc(D, y.dim() - 1) * full[f"a{k}"]
         return out
 
     m = P.material.get("sign", random, derived, derive)
@@ -421,8 +611,8 @@ def _lt_zero(P, x, ys, same):
     # round 1: c = x + 2^40 + r, and eps = y - a for the other factors
     full_c = any(same)
     c_share = x + m["r"]
-    if P.leader:
-        c_share = c_share + (1 << (L - 1))
+    if P.leader and not P.meta:
+        c_share += 1 << (L - 1)
     items = [(c_share, "ring" if full_c else "low")]
     for k, y in enumerate(ys):
         if not same[k]:
@@ -433,33 +623,45 @@ def _lt_zero(P, x, ys, same):
     if P.meta:
         return P.empty((n,)), [P.empty(y.shape) for y in ys]
 
-    coef = LT3.arith_coefs(e3)
-    one = _lead(P, torch.ones(n, dtype=torch.int64))
-    rho, D = m["rho"], m["D"]
-    t = rho + coef[0] * (one - 2 * rho)
-    for T, ct in coef.items():
-        if T:
-            t = t + ct * D[:, LT3.index[T]]
-    c40 = (c >> (L - 1)) & 1
-    keep, flip = 1 - c40, 1 - 2 * c40  # [x < 0] = (1 - c40) - (1 - 2 c40) t
-    bit = _lead(P, keep) - flip * t
+    # s = c_40 xor t, t = e0 xor v[e1 + 2 e2]: [x < 0] = f xor v = f + (1 - 2f) v with the
+    # public f = 1 xor c_40 xor e0, and [x < 0] y = f y + eps ([x < 0] - f) + (1 - 2f) [v a]
+    code = _code(e3, n)
+    sel = torch.from_numpy(code >> 1).to(torch.int64).unsqueeze(0)  # e1 + 2 e2
+    code &= 1
+    code ^= _bit40(c)
+    code ^= 1
+    f = torch.from_numpy(code).to(torch.int64)
+    g = 1 - 2 * f
+    bit = torch.gather(m["D"], 0, sel)[0].mul_(g)
+    if P.leader:
+        bit += f
+        bf = bit - f  # [x < 0] - f
+    else:
+        bf = bit
     prods = []
     it = iter(eps_list)
     for k, y in enumerate(ys):
         extra = y.dim() - 1
+        Da = m[f"Da{k}"]
+        va = torch.gather(Da, 0, _bc(sel, extra).expand((1,) + tuple(Da.shape[1:])))[0]
         if same[k]:
-            eps = _bc(c - (1 << (L - 1)), extra)
-            a = -_bc(m["r"], extra)
+            q = va.mul_(g)
+            q.addcmul_(f, y)
+            q.addcmul_(c.sub_(1 << (L - 1)), bf)  # eps = c - 2^40 (c is not used again)
         else:
-            eps = next(it)
-            a = m[f"a{k}"]
-        ra, Da = m[f"ra{k}"], m[f"Da{k}"]
-        ty = eps * _bc(t, extra) + ra + _bc(coef[0], extra) * (a - 2 * ra)
-        for T, ct in coef.items():
-            if T:
-                ty = ty + _bc(ct, extra) * Da[..., LT3.index[T]]
-        prods.append(_bc(keep, extra) * y - _bc(flip, extra) * ty)
+            q = va.mul_(_bc(g, extra))
+            q += _bc(f, extra) * y
+            q += next(it) * _bc(bf, extra)
+        prods.append(q)
     return bit, prods
+
+
+def _dot(coef, M):
+    """sum_k coef[k] M[k] over the first dim of (k, n) tensors, M consumed (in place)."""
+    acc = M[0].mul_(coef[0])
+    for k in range(1, coef.shape[0]):
+        acc.addcmul_(coef[k], M[k])
+    return acc
 
 
 def _zero_bit(P, x):
@@ -467,30 +669,36 @@ def _zero_bit(P, x):
     shape = tuple(x.shape)
     n = math.prod(shape)
     x = x.reshape(n)
-    random = [Part("r", (n,)), Part("m2", (n, 2, FAN), "xor"), Part("m3", (n, 2), "xor")]
-    derived = [Part("oh", (n, NGROUPS, 1 << WIDTH), "xor"), Part("M2", (n, 2, EQ2.K), "xor"),
-               Part("M3", (n, EQ3.K))]
+    random, derived = _lt_parts(n, 2, rho=False)
+    random = [Part("r", (n,))] + random
+    derived.append(Part("M3", (EQ3.K, n)))
 
     def derive(full):
-        return {"oh": _onehot(full["r"]), "M2": EQ2.products(full["m2"]),
-                "M3": EQ3.products(full["m3"]).to(torch.int64)}
+        out = _lt_derive(full["r"], full, EQ2)
+        m3 = _code(_planes(full["m3"], n, 2), n)
+        out["M3"] = torch.from_numpy(_rows(_ZERO_DEAL, m3))
+        return out
 
     m = P.material.get("zero", random, derived, derive)
     (c,) = yield from _open(P, [(x + m["r"], "low")])  # x == 0 iff c = r mod 2^40
+    u2 = _round2_wire(P, n) or _level1(P, c, m, n)
+    e2 = yield from _open(P, [(u, "xor") for u in u2])
     if P.meta:
-        u2 = P.empty((n, 2, FAN), torch.bool)
+        u3 = P.empty((2, _nplane(n)), torch.uint8)
     else:
-        u2 = _level1(m["oh"], c)[..., 1].reshape(n, 2, FAN)
-    (e2,) = yield from _open(P, [(u2 ^ m["m2"], "xor")])
-    u3 = P.empty((n, 2), torch.bool) if P.meta else EQ2.xor_eval(e2, m["M2"], P.leader)[..., 0]
-    (e3,) = yield from _open(P, [(u3 ^ m["m3"], "xor")])
+        e = _raw2(e2[0].numpy().view(np.uint16), e2[1].numpy(), n)
+        W = np.take(EQ2.coef_words[0], e, mode="clip")
+        W &= _view(m["M2"], np.int64, (2, n))
+        u = np.packbits(_parity(W), axis=-1, bitorder="little")
+        u ^= _planes(m["m3"], n, 2)
+        u3 = torch.from_numpy(u)
+    (e3,) = yield from _open(P, [(u3, "xor")])
     if P.meta:
         return P.empty(shape)
-    coef = EQ3.arith_coefs(e3)
-    z = _lead(P, coef[0])
-    for T, ct in coef.items():
-        if T:
-            z = z + ct * m["M3"][:, EQ3.index[T]]
+    C = torch.from_numpy(_rows(_ZERO_COEF, _code(e3.numpy(), n)))
+    z = _dot(C[1:], m["M3"])
+    if P.leader:
+        z += C[0]
     return z.reshape(shape)
 
 
@@ -669,7 +877,7 @@ def _group_stage(P, race, k):
         npairs += B * g * len(pl)
     random, derived = _lt_parts(npairs)
     random.append(Part("mu", (npairs,), "xor"))
-    derived += [Part("rho", (npairs,), "xor"), Part("M3", (npairs, LT3.K), "xor")]
+    derived.append(Part("M3x", (_nwords(npairs, 1),), "xor64"))
     for c, (start, g, size) in enumerate(classes):
         K = _CAND[size].K
         random.append(Part(f"a{c}", (B, g, size)))
@@ -684,7 +892,10 @@ def _group_stage(P, race, k):
     def derive(full):
         R = torch.cat([(full[f"a{c}"][..., pairs[c][1]] - full[f"a{c}"][..., pairs[c][0]]).reshape(-1)
                        for c in range(len(classes))])
-        out = {**_lt_derive(R, full), "rho": ((R >> (L - 1)) & 1).bool(), "M3": LT3.products(full["m3"])}
+        out = _lt_derive(R, full)
+        idx = _code(_planes(full["m3"], npairs, 3), npairs).astype(np.intp)
+        out["M3x"], xw = _alloc(np.uint8, (npairs,))
+        np.take(_XOR_DEAL, idx, out=xw, mode="clip")
         at = 0
         for c, (start, g, size) in enumerate(classes):
             np_ = B * g * len(pairs[c][2])
@@ -725,9 +936,15 @@ def _group_stage(P, race, k):
     if P.meta:
         sx = P.empty((npairs,), torch.bool)
     else:
-        sx = LT3.xor_eval(e3, mat["M3"], P.leader)[:, 0] ^ mat["rho"]
+        # [v_i < v_j] = not s = f xor v[e1 + 2 e2], f = 1 xor c_40 xor e0 (see _lt_zero)
+        code = _code(e3, npairs)
+        sx = _view(mat["M3x"], np.uint8, (npairs,)) >> (code >> 1)
         if P.leader:
-            sx = sx ^ (((cpub >> (L - 1)) & 1) == 0)
+            sx ^= code
+            sx ^= _bit40(cpub)
+            sx ^= 1
+        sx &= 1
+        sx = torch.from_numpy(sx.view(bool))
 
     # round 4: the AND of each candidate's wins, with its products, arithmetically
     (f,) = yield from _open(P, [(sx ^ mat["mu"], "xor")])
