@@ -59,7 +59,8 @@ def nbytes(shape, dtype) -> int:
 
 
 def pack(tensors) -> torch.Tensor:
-    """Tensors -> one flat uint8 tensor; bool tensors are bit-packed."""
+    """Tensors -> one flat uint8 tensor that owns its memory (never a view of an input);
+    bool tensors are bit-packed."""
     parts = []
     for t in tensors:
         t = t.detach().contiguous().reshape(-1)
@@ -88,7 +89,11 @@ def unpack(buf: torch.Tensor, specs) -> list[torch.Tensor]:
             bits = np.unpackbits(chunk.numpy(), count=n).astype(bool)
             out.append(torch.from_numpy(bits).reshape(shape))
         else:
-            out.append(chunk.clone().view(dtype).reshape(shape))
+            size = torch.empty((), dtype=dtype).element_size()
+            # the buffer is ours alone: aligned chunks are viewed in place, not copied
+            if chunk.storage_offset() % size:
+                chunk = chunk.clone()
+            out.append(chunk.view(dtype).reshape(shape))
     return out
 
 

@@ -1,7 +1,7 @@
 """In-process communicator: one thread per party, one queue per ordered pair.
 
-Payloads are copied on send, so parties share no memory: what a party learns is
-exactly what it received. Used by the tests and by the embedded local default.
+Payloads are fresh buffers made by `pack` (never views of a party's tensors), so
+parties share no memory: what a party learns is exactly what it received. Used by the tests and by the embedded local default.
 """
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ class InProcComm(Comm):
         self.net = net
 
     def _send(self, dst, payload: torch.Tensor):
-        self.net.queues[(self.rank, dst)].put(payload.clone())
+        # pack() made this buffer for this message alone, and nobody writes to it again
+        self.net.queues[(self.rank, dst)].put(payload)
 
     def _recv(self, src, nbytes_):
         q = self.net.queues[(src, self.rank)]
