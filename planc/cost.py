@@ -67,7 +67,7 @@ class _CountingMaterial:
         self.dealer_bytes = 0
         self.kinds: dict[str, int] = defaultdict(int)
 
-    def get(self, kind, random, derived, derive):
+    def get(self, kind, random, derived, derive, share_of=None):
         self.counter += 1
         self.kinds[_descr(kind, random + derived)] += 1
         for p in derived:

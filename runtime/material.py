@@ -64,7 +64,7 @@ class PartyMaterial:
         self.descriptors = list(descriptors or [])
         self._next = 0
 
-    def get(self, kind: str, random: list[Part], derived: list[Part], derive) -> dict:
+    def get(self, kind: str, random: list[Part], derived: list[Part], derive, share_of=None) -> dict:
         i = self.counter
         self.counter += 1
         out = {}
@@ -119,7 +119,9 @@ class DealerMaterial:
         self.corrections: list[torch.Tensor] = []
         self.descriptors: list[str] = []
 
-    def get(self, kind: str, random: list[Part], derived: list[Part], derive) -> dict:
+    def get(self, kind: str, random: list[Part], derived: list[Part], derive, share_of=None) -> dict:
+        """`share_of` {part name: party}: derive also gets that party's share of that
+        random part, as full["name@k"] (one-sided products need it)."""
         i = self.counter
         self.counter += 1
         full = {}
@@ -129,6 +131,9 @@ class DealerMaterial:
                 full[p.name] = prg.ring(self.seeds[k], f"{i}/{p.name}", 0, p.shape)
                 continue
             shares = [prg.random_like(_kind(p), s, f"{i}/{p.name}", 0, p.shape) for s in self.seeds]
+            if share_of and p.name in share_of:
+                k = share_of[p.name]
+                full[f"{p.name}@{k}"] = shares[k].clone()  # _combine accumulates into shares[0]
             full[p.name] = _combine(p, shares)
         values = derive(full)
         for p in derived:

@@ -8,8 +8,11 @@ of the operands' shapes. Parties open e = x - a and d = y - b in one round and s
 which is f(x, y) because f(e + a, d + b) expands into exactly those four terms.
 
 private<k> x secret: a is known in the clear to party k (and the dealer) alone, so only
-k sends e = x - a; everybody opens d = y - b. Party k adds f(a, d) to its share. The
-other parties send |y| instead of |x| + |y|.
+k sends e = x - a; everybody opens d = y - b. The dealer shares c = f(a, b - b_k), leaving
+out k's own share b_k of the mask. Then party k holds f(x, d + b_k) + [c]_k and every
+other party j holds f(e, b_j) + [c]_j; they sum to f(x, d + b) = f(x, y) because
+f(e, b - b_k) + f(a, b - b_k) = f(x, b - b_k). One product per party, and the other
+parties send |y| instead of |x| + |y|.
 
 private<j> x private<k>: j sends e = x - a, k sends d = y - b, nothing else; j adds
 f(a, d), k adds f(e, b). Each owner sends its own operand's size once.
@@ -104,14 +107,19 @@ def _open_pair(P, e_share, d_share):
 
 
 def _private_secret(P, x, y, xv, yv, xs, ys, f):
-    # normalise to (plaintext operand at owner k, secret operand); remember the order
+    # normalise to (plaintext operand x at owner k, secret operand y) with g(x, y)
     plain_first = xv.is_private
     k = xv.owner if plain_first else yv.owner
     plain, sec = (x, y) if plain_first else (y, x)
     sec = sec.data
     ps, ss = (xs, ys) if plain_first else (ys, xs)
     g = f if plain_first else (lambda u, v: f(v, u))
-    m = _triple(P, ps, ss, g, x_sharing=f"own:{k}")
+    # c = g(a, b - b_k): the owner's own share of b is left out, because the owner
+    # multiplies its plaintext by (d + b_k) directly. One product per party.
+    cs = tuple(g(torch.empty(ps, dtype=torch.int64, device="meta"),
+                 torch.empty(ss, dtype=torch.int64, device="meta")).shape)
+    m = P.material.get("triple", [Part("a", tuple(ps), f"own:{k}"), Part("b", tuple(ss))], [Part("c", cs)],
+                       lambda r: {"c": g(r["a"], r["b"] - r[f"b@{k}"])}, share_of={"b": k})
     d_share = sec - m["b"]
     if P.rank == k:
         e = P.enc(plain) - m["a"] if not P.meta else P.empty(ps)
@@ -130,11 +138,9 @@ def _private_secret(P, x, y, xv, yv, xs, ys, f):
             e, msg = msg[0], msg[1:]
         d += msg[0]
     if P.rank == k:
-        e = P.enc(plain) - m["a"]
-    z = m["c"] + g(e, m["b"] + d if P.leader else m["b"])
-    if P.rank == k:
-        z = z + g(m["a"], d)
-    return z
+        # d + b_k: the opened difference plus this party's own mask share
+        return m["c"] + g(P.enc(plain), d.add_(m["b"]))
+    return m["c"] + g(e, m["b"])
 
 
 def _private_private(P, x, y, j, k, xs, ys, f):
