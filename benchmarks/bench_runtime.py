@@ -84,12 +84,14 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-processes", action="store_true")
+    ap.add_argument("--comms", default="threads,processes", help="which communicators, comma-separated")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
     model = set_weights(SeedCNN(), trained_weights())
     images = load_mnist()[0][8000:]
     rows = []
-    for processes in ([False] if a.no_processes else [False, True]):
+    comms = [c for c in a.comms.split(",") if not (a.no_processes and c == "processes")]
+    for processes in [c == "processes" for c in comms]:
         comm = "processes" if processes else "threads"
         for (n, batch) in TARGETS:
             plan = planc.compile(make_plan(n, batch, model))

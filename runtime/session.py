@@ -40,6 +40,12 @@ def integral_names(graph: Graph, constants) -> frozenset:
     return frozenset(out)
 
 
+def warm_up():
+    """The first op on meta tensors imports part of torch (about a second, once per
+    process): do it during setup, not in the middle of the online phase."""
+    torch.empty(1, dtype=torch.int64, device="meta") + 1
+
+
 def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS,
               merge=True, tick=None, policy=None, lazy=True):
     """Run `graph` as party `comm.rank`; returns (outputs, timings). A party given a
@@ -50,6 +56,7 @@ def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=
     rank = comm.rank
     c0 = time.thread_time()
     t0 = time.perf_counter()
+    warm_up()
     pair = {}
     for j in range(n):
         if j > rank:
@@ -82,6 +89,7 @@ def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFA
     n = comm.nparties
     c0 = time.thread_time()
     t0 = time.perf_counter()
+    warm_up()
     seeds = [prg.new_seed() for _ in range(n)]
     for k in range(n):
         comm.send_bytes(k, str(seeds[k]).encode())

@@ -48,28 +48,28 @@ def neg(P, node, args, a):
     yield  # pragma: no cover
 
 
-@protocol("sum")
-def sum_(P, node, args, a):
-    (x,) = args
+def _sum_shares(x: Shared, a):
+    """(sum of shares over the reduced dims, how many elements each sum covers)."""
     dims = a["dim"]
     if dims is None:
         dims = tuple(range(x.data.dim()))
-    if not dims:
-        return x
-    return Shared(torch.sum(x.data, dim=dims, keepdim=a["keepdim"]), x.extra)
+    if not dims:  # an empty dim list reduces nothing, as the IR's type rule says
+        return x, 1
+    n = math.prod(x.data.shape[d] for d in dims)
+    return Shared(torch.sum(x.data, dim=dims, keepdim=a["keepdim"]), x.extra), n
+
+
+@protocol("sum")
+def sum_(P, node, args, a):
+    return _sum_shares(args[0], a)[0]
     yield  # pragma: no cover
 
 
 @protocol("mean")
 def mean(P, node, args, a):
-    (x,) = args
-    dims = a["dim"]
-    if dims is None:
-        dims = tuple(range(x.data.dim()))
-    if not dims:
-        return x
-    n = math.prod(x.data.shape[d] for d in dims)
-    s = Shared(torch.sum(x.data, dim=dims, keepdim=a["keepdim"]), x.extra)
+    s, n = _sum_shares(args[0], a)
+    if n == 1:
+        return s
     return (yield from scale_public(P, s, torch.tensor(1.0 / n, dtype=torch.float64)))
 
 
