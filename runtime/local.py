@@ -6,6 +6,7 @@ what it receives, and the dealer is a party of its own.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -108,6 +109,10 @@ def _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress=
     # every party spin against each other (CrypTen's default is 2-3x slower for it)
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    # parties hand each other a message every round; with Python's default 5 ms GIL
+    # slices a busy thread (the dealer, say) delays every handoff: use short slices
+    saved_switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)
     t0 = time.perf_counter()
     threads = [threading.Thread(target=party, args=(r,), name=f"planc-{names[r]}", daemon=True) for r in range(n)]
     threads.append(threading.Thread(target=dealer, name="planc-dealer", daemon=True))
@@ -118,6 +123,7 @@ def _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress=
             t.join()
     finally:
         torch.set_num_threads(saved_threads)
+        sys.setswitchinterval(saved_switch)
     wall = time.perf_counter() - t0
     raise_first(errors, names)
     outputs = {names[r]: [_clean(o) for o in results[r][0]] for r in range(n)}
