@@ -362,3 +362,55 @@ def test_bool_is_bit_packed_and_size_checked():
     with pytest.raises(CommError, match="expected"):
         unpack(buf, [((17,), torch.bool)])
     assert pack([]).numel() == 0 and unpack(pack([]), []) == []
+
+
+# ---- random nonlinear plans over torch.distributed ---------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _nonlinear_plan(nparties, rows, cols):
+    parties = ["alice", "bob", "carol"][:nparties]
+
+    def f():
+        x = planc.load("x", owner="alice", shape=(rows, cols))
+        w = planc.load("w", owner="bob", shape=(cols, 3))
+        h = torch.relu(planc.share(x) @ w)
+        m, i = torch.max(h, 1)
+        return planc.reveal(torch.sigmoid(h), to="bob"), planc.reveal(m, to="all"), planc.reveal(i, to="alice")
+
+    return planc.trace(f, parties=parties)
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@given(rows=st.integers(1, 5), cols=st.integers(1, 6), scale=st.floats(0.1, 4.0))
+@settings(max_examples=3, deadline=None)
+def test_random_nonlinear_plans_over_gloo_match_the_reference(nparties, rows, cols, scale):
+    plan = _nonlinear_plan(nparties, rows, cols)
+    data = {"alice": {"x": torch.randn(rows, cols) * scale}, "bob": {"w": torch.randn(cols, 3)}}
+    names = list(plan.graph.parties) + ["dealer"]
+    port = free_port()
+    res = _ranks(lambda r: run_rank(plan.graph, plan.constants, r, "127.0.0.1", port, nparties, names,
+                                    data.get(names[r], {}), (), 30.0), nparties + 1)
+    for r in res:
+        assert not isinstance(r, BaseException), r
+    sig, mx, idx = planc.run_reference(plan, data=data)
+    outs = {names[r]: res[r][0] for r in range(nparties)}
+    assert torch.allclose(outs["bob"][0], sig, atol=2e-4)
+    assert torch.allclose(outs["alice"][1], mx, atol=1e-3) and torch.allclose(outs["bob"][1], mx, atol=1e-3)
+    # argmax agrees except where two entries tie within the fixed-point resolution
+    h = torch.relu(data["alice"]["x"] @ data["bob"]["w"])
+    top2 = h.topk(min(2, h.shape[1]), dim=1).values
+    clear = (top2[:, 0] - top2[:, -1] > 1e-3) if h.shape[1] > 1 else torch.ones(rows, dtype=torch.bool)
+    assert torch.equal(outs["alice"][2][clear], idx[clear])
+
+
+def test_a_random_nonlinear_plan_in_processes():
+    plan = _nonlinear_plan(2, 4, 5)
+    torch.manual_seed(5)
+    data = {"alice": {"x": torch.randn(4, 5)}, "bob": {"w": torch.randn(5, 3)}}
+    got = planc.run_local(plan, data, processes=True, timeout=60)
+    sig, mx, _ = planc.run_reference(plan, data=data)
+    assert torch.allclose(got.outputs["bob"][0], sig, atol=2e-4)
+    assert torch.allclose(got.outputs["alice"][1], mx, atol=1e-3)

@@ -224,3 +224,20 @@ def test_data_for_unknown_party():
     plan = planc.trace(_products("ss"), parties=PARTIES[2])
     with pytest.raises(PlanRuntimeError, match="data for mallory, but the plan's parties are alice, bob"):
         run_local(plan, {"mallory": {}})
+
+
+def test_four_parties():
+    names = ["a", "b", "c", "d"]
+
+    def f():
+        g = [planc.load("g", owner=p, shape=(20,)) for p in names]
+        s = g[0] + g[1] + g[2] + g[3]
+        return planc.reveal(torch.relu(s) * g[1], to="c"), planc.reveal(s / 4, to="all")
+
+    plan = planc.trace(f, parties=names)
+    data = {p: {"g": torch.randn(20)} for p in names}
+    want = planc.run_reference(plan, data=data)
+    got = run_local(plan, data)
+    assert (got.outputs["c"][0] - want[0]).abs().max() <= 1e-3
+    assert all((got.outputs[p][1] - want[1]).abs().max() <= 1e-4 for p in names)
+    assert got.outputs["a"][0] is None and got.outputs["d"][0] is None
