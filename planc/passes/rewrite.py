@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from planc.ir.graph import Graph, Node, Region, Value
+from planc.ir.graph import Graph, Region, Value
 
 
 def substitute(nodes, mapping: dict[str, Value]):
@@ -78,5 +78,3 @@ def map_blocks(nodes, fn):
         out.append(n)
     return fn(tuple(out))
 
-
-_ = Node

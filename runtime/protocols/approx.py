@@ -829,7 +829,6 @@ SIG_L, SIG_N = 16.0, 5  # |x| >= 16 saturates (1 - sigmoid(16) < 2^-23)
 
 def _sigmoid_parts(ctx, x: Fx):
     """sigmoid(x) as terms; 10 rounds. See ``sigmoid``."""
-    P = ctx.P
     box = Box()
 
     def cmp():

@@ -20,7 +20,7 @@ from planc.ir.types import SECRET
 from ..interpreter import protocol
 from ..party import ABSENT, Shared
 from .beaver import product
-from .common import align, mul_public, scale_public, settle, shared, truncate
+from .common import align, scale_public, settle, shared, truncate
 
 
 def _operands(P, node, args):
