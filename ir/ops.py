@@ -25,10 +25,16 @@ class TypeRuleError(ValueError):
     """An op's operands or attributes do not fit its declaration."""
 
 
-# attribute kinds; a trailing "?" allows None
-ATTR_KINDS = ("int", "float", "bool", "str", "ints", "floats")
+class MixesSecret(TypeRuleError):
+    """A private operand meets a secret one in an op that needs shares: the fix is a
+    ``share`` of operand ``operand`` (the visibility pass inserts it)."""
+
+    def __init__(self, msg, operand: int):
+        super().__init__(msg)
+        self.operand = operand
 
 
+# attribute kinds: int, float, bool, str, ints, floats; a trailing "?" allows None
 def check_attr(kind: str, v) -> bool:
     if kind.endswith("?"):
         if v is None:
@@ -62,8 +68,13 @@ class Attr:
         return self.default is _NO_DEFAULT
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class OpDef:
+    """One op: its signature, its traits, and every layer's rule for it (``rules``).
+
+    Traits are facts about the op that several layers act on; rules are functions the
+    layers register against this object (see ``register``)."""
+
     name: str
     operands: tuple[str, ...]  # "x", "bias?" optional, "*xs" variadic
     attrs: dict[str, Attr] = field(default_factory=dict)
@@ -73,6 +84,28 @@ class OpDef:
     regions: int = 0
     terminator: bool = False
     doc: str = ""
+    # traits
+    source: bool = False  # brings a value into the plan (load, input, const, call)
+    structural: bool = False  # shapes the program, computes nothing (loop, yield, return)
+    product: bool = False  # takes a party's plaintext operand with a secret one directly
+    shape_only: bool = False  # moves elements without arithmetic: same op on every share
+    accepts_pending_truncation: bool = False  # accepts operands with a pending truncation and carries it along
+    moves: bool = False  # changes who sees a value (share, reveal): never folded away
+    always_allowed: bool = False  # no policy can refuse it (it computes nothing itself)
+    approximate: bool = False  # its protocol approximates: it has a stated error bound
+    rules: dict = field(default_factory=dict, repr=False)  # kind -> Rule
+
+    @property
+    def computes(self) -> bool:
+        return not (self.source or self.structural)
+
+    def rule(self, kind: str):
+        """The function registered for `kind`, or None."""
+        r = self.rules.get(kind)
+        return None if r is None else r.fn
+
+    def __repr__(self):
+        return f"<op {self.name}>"
 
     def arity(self) -> tuple[int, int | None]:
         """(min, max) operand count; max None when variadic."""
@@ -122,9 +155,9 @@ def _vis(types, mixed: bool = False) -> Vis:
     (products whose protocol uses the owner's plaintext, cheaper than sharing it)."""
     v = join(*(t.vis for t in types))
     if v.is_secret and not mixed:
-        for t in types:
+        for i, t in enumerate(types):
             if t.vis.is_private:
-                _err(f"operand {t} mixes with secret values: share it first")
+                raise MixesSecret(f"operand {t} mixes with secret values: share it first", i)
     return v
 
 
@@ -483,77 +516,187 @@ POOL = {
 REDUCE = {"dim": Attr("ints?", None), "keepdim": Attr("bool", False)}
 
 # sources and plumbing
-op("load", (), {"tag": Attr("str"), "owner": Attr("int")}, declared=True,
+op("load", (), {"tag": Attr("str"), "owner": Attr("int")}, declared=True, source=True, always_allowed=True,
    doc="private<owner> tensor that party `owner` holds under `tag`")
-op("input", (), {"index": Attr("int")}, declared=True,
+op("input", (), {"index": Attr("int")}, declared=True, source=True, always_allowed=True,
    doc="public argument supplied by whoever runs the plan")
-op("const", (), {"name": Attr("str?", None), "value": Attr("float?", None)}, declared=True,
-   doc="public constant: a named tensor of the plan file, or an inline scalar")
-op("call", ("*args",), {"tag": Attr("str"), "owner": Attr("int")}, declared=True,
+op("const", (), {"name": Attr("str?", None), "value": Attr("float?", None)}, declared=True, source=True,
+   always_allowed=True, doc="public constant: a named tensor of the plan file, or an inline scalar")
+op("call", ("*args",), {"tag": Attr("str"), "owner": Attr("int")}, declared=True, source=True,
    doc="a model held by `owner` under `tag`, unknown to the tracer, linked at the workers")
-op("share", ("x",), {}, _share, doc="private or public value -> secret shares")
-op("reveal", ("x",), {"to": Attr("int")}, _reveal, communicates=True,
+op("share", ("x",), {}, _share, moves=True, always_allowed=True, doc="private or public value -> secret shares")
+op("reveal", ("x",), {"to": Attr("int")}, _reveal, communicates=True, moves=True, accepts_pending_truncation=True,
    doc="open a value to party `to` (-1: every party)")
-op("loop", ("*init",), {"trips": Attr("int")}, declared=True, regions=1,
+op("loop", ("*init",), {"trips": Attr("int")}, declared=True, regions=1, structural=True, always_allowed=True,
    doc="run the body `trips` times; the body gets (i, carried...) and yields carried")
-op("yield", ("*xs",), terminator=True)
-op("return", ("*xs",), terminator=True)
+op("yield", ("*xs",), terminator=True, structural=True, always_allowed=True, doc="a loop body's carried values")
+op("return", ("*xs",), terminator=True, structural=True, always_allowed=True, doc="the plan's outputs")
 
-# arithmetic
-for _n in ("add", "sub"):
-    op(_n, ("x", "y"), {}, _elementwise)
+
 def _product(types, a):
     shape = broadcast(*(t.shape for t in types))
     return [TensorType(promote(types[0].dtype, types[1].dtype), shape, _vis(types, mixed=True))]
 
 
-op("mul", ("x", "y"), {}, _product, communicates=True)
-op("div", ("x", "y"), {}, _div, communicates=True)
-op("neg", ("x",), {}, _unary)
-op("matmul", ("x", "y"), {}, _matmul, communicates=True)
-op("linear", ("x", "weight", "bias?"), {}, _linear, communicates=True)
+# arithmetic
+op("add", ("x", "y"), {}, _elementwise, accepts_pending_truncation=True, doc="x + y")
+op("sub", ("x", "y"), {}, _elementwise, accepts_pending_truncation=True, doc="x - y")
+op("mul", ("x", "y"), {}, _product, communicates=True, product=True, doc="x * y, elementwise")
+op("div", ("x", "y"), {}, _div, communicates=True, accepts_pending_truncation=True, doc="x / y; a secret only by a public y")
+op("neg", ("x",), {}, _unary, accepts_pending_truncation=True, doc="-x")
+op("matmul", ("x", "y"), {}, _matmul, communicates=True, product=True, doc="x @ y, torch.matmul's broadcasting")
+op("linear", ("x", "weight", "bias?"), {}, _linear, communicates=True, product=True, doc="x @ weight.T + bias")
 op("conv2d", ("x", "weight", "bias?"),
    {"stride": Attr("ints", (1, 1)), "padding": Attr("ints", (0, 0)),
     "dilation": Attr("ints", (1, 1)), "groups": Attr("int", 1)},
-   _conv2d, communicates=True)
-op("avg_pool2d", ("x",), {**POOL, "count_include_pad": Attr("bool", True)}, _pool, communicates=True)
-op("max_pool2d", ("x",), {**POOL, "dilation": Attr("ints", (1, 1))}, _max_pool, communicates=True)
-op("adaptive_avg_pool2d", ("x",), {"output": Attr("ints")}, _adaptive, communicates=True)
+   _conv2d, communicates=True, product=True, doc="2-d convolution over [N,C,H,W]")
+op("avg_pool2d", ("x",), {**POOL, "count_include_pad": Attr("bool", True)}, _pool, communicates=True, accepts_pending_truncation=True,
+   doc="mean over 2-d windows")
+op("max_pool2d", ("x",), {**POOL, "dilation": Attr("ints", (1, 1))}, _max_pool, communicates=True,
+   doc="maximum over 2-d windows")
+op("adaptive_avg_pool2d", ("x",), {"output": Attr("ints")}, _adaptive, communicates=True, accepts_pending_truncation=True,
+   doc="mean over windows that tile the input into `output`")
 op("batch_norm", ("x", "mean", "var", "weight", "bias"), {"eps": Attr("float", 1e-5)}, _batch_norm,
-   communicates=True)
+   communicates=True, product=True, doc="(x - mean) / sqrt(var + eps) * weight + bias, per channel")
 
 # non-linear
-for _n in ("relu",):
-    op(_n, ("x",), {}, _unary, communicates=True)
-for _n in ("sigmoid", "tanh", "exp", "log", "reciprocal", "sqrt"):
-    op(_n, ("x",), {}, _unary_float, communicates=True)
-op("softmax", ("x",), {"dim": Attr("int")}, _softmax, communicates=True)
-op("log_softmax", ("x",), {"dim": Attr("int")}, _softmax, communicates=True)
+op("relu", ("x",), {}, _unary, communicates=True, doc="max(x, 0)")
+op("sigmoid", ("x",), {}, _unary_float, communicates=True, approximate=True, doc="1 / (1 + exp(-x))")
+op("tanh", ("x",), {}, _unary_float, communicates=True, approximate=True, doc="hyperbolic tangent")
+op("exp", ("x",), {}, _unary_float, communicates=True, approximate=True, doc="e^x")
+op("log", ("x",), {}, _unary_float, communicates=True, approximate=True, doc="natural logarithm")
+op("reciprocal", ("x",), {}, _unary_float, communicates=True, approximate=True, doc="1 / x")
+op("sqrt", ("x",), {}, _unary_float, communicates=True, approximate=True, doc="square root")
+op("softmax", ("x",), {"dim": Attr("int")}, _softmax, communicates=True, approximate=True,
+   doc="exp(x) / sum(exp(x)) along dim")
+op("log_softmax", ("x",), {"dim": Attr("int")}, _softmax, communicates=True, approximate=True,
+   doc="x - log(sum(exp(x))) along dim")
 
 # reductions
-op("sum", ("x",), REDUCE, _sum)
-op("mean", ("x",), REDUCE, _mean, communicates=True)
-op("max", ("x",), {"dim": Attr("int?", None), "keepdim": Attr("bool", False)}, _max, communicates=True)
-op("argmax", ("x",), {"dim": Attr("int?", None), "keepdim": Attr("bool", False)}, _argmax, communicates=True)
+op("sum", ("x",), REDUCE, _sum, accepts_pending_truncation=True, doc="sum over dims (all when dim is none)")
+op("mean", ("x",), REDUCE, _mean, communicates=True, accepts_pending_truncation=True, doc="mean over dims (all when dim is none)")
+op("max", ("x",), {"dim": Attr("int?", None), "keepdim": Attr("bool", False)}, _max, communicates=True,
+   doc="maximum over one dim, or of all elements")
+op("argmax", ("x",), {"dim": Attr("int?", None), "keepdim": Attr("bool", False)}, _argmax, communicates=True,
+   doc="index of the maximum over one dim, or of all elements (flattened)")
 
 # comparisons and selection
-for _n in ("gt", "lt", "ge", "le", "eq"):
-    op(_n, ("x", "y"), {}, _compare, communicates=True)
-op("where", ("cond", "x", "y"), {}, _where, communicates=True)
+for _n, _sym in (("gt", ">"), ("lt", "<"), ("ge", ">="), ("le", "<="), ("eq", "==")):
+    op(_n, ("x", "y"), {}, _compare, communicates=True, doc=f"x {_sym} y, elementwise (bool)")
+op("where", ("cond", "x", "y"), {}, _where, communicates=True, doc="x where cond else y")
 
 # shapes: always local
-op("reshape", ("x",), {"shape": Attr("ints")}, _reshape)
-op("flatten", ("x",), {"start": Attr("int", 0), "end": Attr("int")}, _flatten)
-op("transpose", ("x",), {"dim0": Attr("int"), "dim1": Attr("int")}, _transpose)
-op("permute", ("x",), {"dims": Attr("ints")}, _permute)
-op("slice", ("x",), {"dim": Attr("int"), "start": Attr("int"), "end": Attr("int"), "step": Attr("int", 1)}, _slice)
-op("index", ("x",), {"dim": Attr("int"), "index": Attr("int")}, _index)
-op("cat", ("*xs",), {"dim": Attr("int")}, _cat)
-op("stack", ("*xs",), {"dim": Attr("int")}, _stack)
-op("pad", ("x",), {"pads": Attr("ints"), "value": Attr("float", 0.0)}, _pad)
-op("squeeze", ("x",), {"dims": Attr("ints", ())}, _squeeze)
-op("unsqueeze", ("x",), {"dim": Attr("int")}, _unsqueeze)
-op("expand", ("x",), {"shape": Attr("ints")}, _expand)
+_SHAPE = dict(shape_only=True, accepts_pending_truncation=True)
+op("reshape", ("x",), {"shape": Attr("ints")}, _reshape, **_SHAPE, doc="same elements, new shape")
+op("flatten", ("x",), {"start": Attr("int", 0), "end": Attr("int")}, _flatten, **_SHAPE,
+   doc="dims start..end merged into one")
+op("transpose", ("x",), {"dim0": Attr("int"), "dim1": Attr("int")}, _transpose, **_SHAPE, doc="two dims swapped")
+op("permute", ("x",), {"dims": Attr("ints")}, _permute, **_SHAPE, doc="dims reordered")
+op("slice", ("x",), {"dim": Attr("int"), "start": Attr("int"), "end": Attr("int"), "step": Attr("int", 1)},
+   _slice, **_SHAPE, doc="x[start:end:step] along dim")
+op("index", ("x",), {"dim": Attr("int"), "index": Attr("int")}, _index, **_SHAPE, doc="x[index] along dim")
+op("cat", ("*xs",), {"dim": Attr("int")}, _cat, accepts_pending_truncation=True, doc="tensors joined along dim")
+op("stack", ("*xs",), {"dim": Attr("int")}, _stack, accepts_pending_truncation=True, doc="tensors stacked along a new dim")
+op("pad", ("x",), {"pads": Attr("ints"), "value": Attr("float", 0.0)}, _pad, accepts_pending_truncation=True,
+   doc="constant padding of the last dims, F.pad's order")
+op("squeeze", ("x",), {"dims": Attr("ints", ())}, _squeeze, **_SHAPE, doc="size-1 dims removed")
+op("unsqueeze", ("x",), {"dim": Attr("int")}, _unsqueeze, **_SHAPE, doc="a size-1 dim inserted")
+op("expand", ("x",), {"shape": Attr("ints")}, _expand, **_SHAPE, doc="size-1 dims broadcast to shape")
+
+
+class _Ops:
+    """The op definitions by attribute, for registering rules against them:
+    ``@register("protocol", OP.relu)``. A misspelt op fails at import."""
+
+    def __getattr__(self, name):
+        try:
+            return REGISTRY[name.rstrip("_")]
+        except KeyError:
+            raise AttributeError(f"no op {name!r}") from None
+
+    def __dir__(self):
+        return list(REGISTRY)
+
+
+OP = _Ops()
+
+
+# ---------------------------------------------------------------- rules per op
+
+@dataclass(frozen=True)
+class Rule:
+    fn: object
+    where: str  # file:line of the rule's code, for `planc ops NAME`
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of rule: what it gives an op, and which ops must have one."""
+
+    name: str
+    what: str
+    needed: Callable[[OpDef], bool] | None  # None: optional for every op
+    layer: str  # where such rules live
+
+
+KINDS = {k.name: k for k in (
+    Kind("reference", "plaintext semantics (the oracle)", lambda d: d.computes, "runtime/reference.py"),
+    Kind("protocol", "the secret-shared protocol", lambda d: d.computes and not d.shape_only,
+         "runtime/protocols/"),
+    Kind("lower", "the torch functions, methods or shells that lower to it", lambda d: d.computes,
+         "planc/lower.py, planc/shells.py"),
+    Kind("bound", "the error bound of its approximation", lambda d: d.approximate, "runtime/protocols/"),
+    Kind("bilinear", "the bilinear map of a product, on ring tensors", None, "runtime/protocols/beaver.py"),
+    Kind("hint", "what a policy suggests instead when it refuses the op", None, "ir/policy.py"),
+)}
+
+
+def _where(fn) -> str:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return "?"
+    return f"{code.co_filename}:{code.co_firstlineno}"
+
+
+def register(kind: str, *defs: OpDef, where: str | None = None):
+    """Decorator: `fn` is the `kind` rule of each op in `defs`. One rule per op and kind."""
+    if kind not in KINDS:
+        raise AssertionError(f"unknown rule kind {kind!r}; kinds: {', '.join(KINDS)}")
+
+    def deco(fn):
+        for d in defs:
+            if not isinstance(d, OpDef):
+                raise AssertionError(f"register({kind!r}, ...) takes op definitions, got {d!r}")
+            if kind in d.rules:
+                raise AssertionError(f"{d.name} has a {kind} rule already, at {d.rules[kind].where}")
+            d.rules[kind] = Rule(fn, where or _where(fn))
+        return fn
+
+    return deco
+
+
+def missing(*kinds: str) -> dict[str, list[str]]:
+    """{op: [kinds it needs but lacks]} over `kinds` (default: all)."""
+    out: dict[str, list[str]] = {}
+    for d in REGISTRY.values():
+        for k in kinds or KINDS:
+            need = KINDS[k].needed
+            if need is not None and need(d) and k not in d.rules:
+                out.setdefault(d.name, []).append(k)
+    return out
+
+
+class IncompleteOps(AssertionError):
+    """An op lacks a rule that its traits require."""
+
+
+def check(*kinds: str) -> None:
+    """Raise naming every op that lacks one of `kinds` (called when a layer has loaded)."""
+    gaps = missing(*kinds)
+    if gaps:
+        lines = [f"  {name}: no {', '.join(ks)} rule ({'; '.join(KINDS[k].layer for k in ks)})"
+                 for name, ks in sorted(gaps.items())]
+        raise IncompleteOps("ops without the rules their traits require:\n" + "\n".join(lines))
 
 
 def full_attrs(opdef: OpDef, given: dict) -> dict:

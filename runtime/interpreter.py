@@ -14,41 +14,36 @@ naming the node, the party and the user's source line.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from planc.ir import ops
 from planc.ir.graph import Graph, Node
 
 from .errors import DataError, PlanRuntimeError, describe
 from .party import ABSENT, Party, Shared
-from .reference import RULES, TORCH_DTYPE, _fit_problem
+from .protocols.core import Ex, local, merge, split
+from .reference import TORCH_DTYPE, _fit_problem
 
 
-@dataclass
-class Ex:
-    """One exchange: tensors to send per peer, (shape, dtype) to receive per peer."""
+# the protocols register themselves against the op definitions when imported
+from . import protocols  # noqa: E402,F401
 
-    sends: dict
-    recvs: dict
+ops.check("protocol", "bound")
 
-
-PROTOCOLS: dict = {}
-
-# Ops whose protocols accept operands with a pending truncation (Shared.extra > 0) and
-# carry it along; every other protocol gets its secret operands truncated first.
-LAZY = frozenset({"add", "sub", "neg", "sum", "mean", "div", "avg_pool2d", "adaptive_avg_pool2d", "reveal",
-                  "reshape", "flatten", "transpose", "permute", "slice", "index", "squeeze", "unsqueeze",
-                  "expand", "cat", "stack", "pad"})
+# a view by op name, for callers that list what has a protocol (derived, read-only)
+PROTOCOLS = {d.name: d.rule("protocol") for d in ops.REGISTRY.values() if d.rule("protocol")}
 
 
-def protocol(*ops):
-    def deco(fn):
-        for o in ops:
-            PROTOCOLS[o] = fn
-        return fn
+def _shape_protocol(rule):
+    """A shape-only op on shares: its plaintext rule applied to every share (no message)."""
 
-    return deco
+    def proto(P, node, args, a):
+        (x,) = args
+        (out,) = rule(node, [x.data], a)
+        return Shared(out, x.extra)
+        yield  # pragma: no cover
+
+    return proto
 
 
 class Interpreter:
@@ -62,6 +57,7 @@ class Interpreter:
         self.nodes_run = 0
         self.tick = None  # optional callback after each node, for progress displays
         self.wave: list = []  # top-level nodes taking part in the exchange being performed
+        self._outer: dict[int, frozenset] = {}  # id(node) -> outer_reads(node); the graph keeps nodes alive
 
     # ------------------------------------------------------------ entry
     def run(self, exchange) -> list:
@@ -80,7 +76,7 @@ class Interpreter:
         body, term = nodes[:-1], nodes[-1]
         uses: dict[str, int] = {}
         for n in nodes:
-            for name in _reads(n):
+            for name in self._reads(n):
                 uses[name] = uses.get(name, 0) + 1
         keep = {v.name for v in term.operands}
         pending = list(body)
@@ -94,7 +90,7 @@ class Interpreter:
             self.nodes_run += 1
             if self.tick is not None:
                 self.tick(self.nodes_run)
-            for name in _reads(node):
+            for name in self._reads(node):
                 uses[name] -= 1
                 if uses[name] == 0 and name not in keep:
                     env.pop(name, None)
@@ -109,7 +105,7 @@ class Interpreter:
                 rest = []
                 for node in pending:
                     ready = all(v.name in env for v in node.operands) and all(
-                        name in env for name in _outer_reads(node))
+                        name in env for name in self._outer_reads(node))
                     if ready and (self.merge or (not running and not rest)):
                         gen = self.start(node, env)
                         try:
@@ -125,11 +121,11 @@ class Interpreter:
                 if pending:
                     raise PlanRuntimeError(pending[0], self.P.name, "operands never became ready")
                 break
-            merged = _merge([r[2] for r in running])
+            merged = merge([r[2] for r in running])
             if depth == 0:
                 self.wave = [r[0] for r in running]
             got = yield merged[0]
-            parts = _split(got, merged[1])
+            parts = split(got, merged[1])
             still = []
             for (node, gen, _), part in zip(running, parts):
                 try:
@@ -155,6 +151,16 @@ class Interpreter:
     def error(self, node, e):
         return PlanRuntimeError(node, self.P.name, describe(e), e, graph=self.g)
 
+    def _outer_reads(self, node: Node) -> frozenset:
+        # cached for this run only: loop bodies are scheduled once per trip
+        got = self._outer.get(id(node))
+        if got is None:
+            got = self._outer[id(node)] = outer_reads(node)
+        return got
+
+    def _reads(self, node: Node) -> set[str]:
+        return {v.name for v in node.operands} | self._outer_reads(node)
+
     # ------------------------------------------------------------ nodes
     def start(self, node: Node, env: dict):
         """A generator for one node (protocols), or one that returns at once (local ops)."""
@@ -164,19 +170,22 @@ class Interpreter:
                 return self.loop(node, args, env)
             if node.op in ("load", "input", "const", "call"):
                 return _now(self.source(node))
+            d = ops.get(node.op)
             vis = node.results[0].type.vis
-            if node.op in ("share", "reveal") or vis.is_secret:
-                proto = PROTOCOLS.get(node.op)
+            if d.moves or vis.is_secret:
+                proto = d.rule("protocol")
+                if proto is None and d.shape_only:
+                    proto = _shape_protocol(d.rule("reference"))
                 if proto is None:
                     raise NotImplementedError(f"no secret-shared protocol for {node.op}")
-                if node.op not in LAZY and any(isinstance(a, Shared) and a.extra for a in args):
+                if not d.accepts_pending_truncation and any(isinstance(a, Shared) and a.extra for a in args):
                     return self._guard(node, self._settled(proto, node, args))
                 return self._guard(node, proto(self.P, node, args, node.attr_dict))
             if vis.is_private and (self.P.meta or vis.owner != self.P.rank):
                 return _now(ABSENT)
             if any(a is ABSENT or isinstance(a, Shared) for a in args):
                 raise RuntimeError("plaintext op on a value this party does not hold in the clear")
-            return _now(RULES[node.op](node, args, node.attr_dict))
+            return _now(d.rule("reference")(node, args, node.attr_dict))
         except PlanRuntimeError:
             raise
         except Exception as e:
@@ -243,7 +252,7 @@ class Interpreter:
     def loop(self, node: Node, args, env):
         args = yield from self.settle_all(args)
         (body,) = node.regions
-        names = sorted(_outer_reads(node))
+        names = sorted(self._outer_reads(node))
         outer = dict(zip(names, (yield from self.settle_all([env[n] for n in names]))))
         carried = list(args)
         for i in range(node.attr("trips")):
@@ -255,29 +264,13 @@ class Interpreter:
         return carried
 
 
-def _now(value):
-    """A node that needs no communication, as a generator that returns at once."""
-    return value
-    yield  # pragma: no cover
+_now = local
 
 
-def _reads(node: Node) -> set[str]:
-    names = {v.name for v in node.operands}
-    names |= _outer_reads(node)
-    return names
-
-
-_OUTER_CACHE: dict[int, frozenset] = {}
-
-
-def _outer_reads(node: Node) -> frozenset:
+def outer_reads(node: Node) -> frozenset:
     """Values a node's regions read from outside them."""
     if not node.regions:
         return frozenset()
-    key = id(node)
-    got = _OUTER_CACHE.get(key)
-    if got is not None and got[0] is node:
-        return got[1]
     defined, used = set(), set()
 
     def walk(nodes):
@@ -291,30 +284,7 @@ def _outer_reads(node: Node) -> frozenset:
     for r in node.regions:
         defined.update(p.name for p in r.params)
         walk(r.nodes)
-    out = frozenset(used - defined)
-    _OUTER_CACHE[key] = (node, out)
-    return out
-
-
-def _merge(exs):
-    sends, recvs, index = {}, {}, []
-    for ex in exs:
-        mine = {}
-        for d, ts in ex.sends.items():
-            sends.setdefault(d, []).extend(ts)
-        for s, specs in ex.recvs.items():
-            lst = recvs.setdefault(s, [])
-            mine[s] = (len(lst), len(specs))
-            lst.extend(specs)
-        index.append(mine)
-    return Ex(sends, recvs), index
-
-
-def _split(got, index):
-    out = []
-    for mine in index:
-        out.append({s: got[s][a:a + n] for s, (a, n) in mine.items()})
-    return out
+    return frozenset(used - defined)
 
 
 def count_steps(nodes) -> int:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from planc.ir import ops
+from planc.ir.ops import OP, register
 from planc.ir.graph import Graph, Node, Value
 from planc.ir.types import FLOAT_DTYPES, TORCH_TO_IR, TensorType, promote
 
@@ -216,74 +217,59 @@ def _expand(node, args, a):
     return [args[0].expand(a["shape"])]
 
 
-RULES: dict[str, Rule] = {
-    "share": _identity,
-    "reveal": _identity,
-    "add": _arith(torch.add),
-    "sub": _arith(torch.sub),
-    "mul": _arith(torch.mul),
-    "div": _arith(torch.div),
-    "neg": _unary(torch.neg),
-    "matmul": _arith(torch.matmul),
-    "linear": _linear,
-    "conv2d": _conv2d,
-    "avg_pool2d": _avg_pool2d,
-    "max_pool2d": _max_pool2d,
-    "adaptive_avg_pool2d": _adaptive_avg_pool2d,
-    "batch_norm": _batch_norm,
-    "relu": _unary(torch.relu),
-    "sigmoid": _unary(torch.sigmoid),
-    "tanh": _unary(torch.tanh),
-    "exp": _unary(torch.exp),
-    "log": _unary(torch.log),
-    "reciprocal": _unary(torch.reciprocal),
-    "sqrt": _unary(torch.sqrt),
-    "softmax": _softmax,
-    "log_softmax": _log_softmax,
-    "sum": _reduce(torch.sum),
-    "mean": _reduce(torch.mean),
-    "max": _max,
-    "argmax": _argmax,
-    "gt": _compare(torch.gt),
-    "lt": _compare(torch.lt),
-    "ge": _compare(torch.ge),
-    "le": _compare(torch.le),
-    "eq": _compare(torch.eq),
-    "where": _where,
-    "reshape": _reshape,
-    "flatten": _flatten,
-    "transpose": _transpose,
-    "permute": _permute,
-    "slice": _slice,
-    "index": _index,
-    "cat": _cat,
-    "stack": _stack,
-    "pad": _pad,
-    "squeeze": _squeeze,
-    "unsqueeze": _unsqueeze,
-    "expand": _expand,
-}
+# every computing op's rule, registered against its definition
+register("reference", OP.share)(_identity)
+register("reference", OP.reveal)(_identity)
+register("reference", OP.add)(_arith(torch.add))
+register("reference", OP.sub)(_arith(torch.sub))
+register("reference", OP.mul)(_arith(torch.mul))
+register("reference", OP.div)(_arith(torch.div))
+register("reference", OP.neg)(_unary(torch.neg))
+register("reference", OP.matmul)(_arith(torch.matmul))
+register("reference", OP.linear)(_linear)
+register("reference", OP.conv2d)(_conv2d)
+register("reference", OP.avg_pool2d)(_avg_pool2d)
+register("reference", OP.max_pool2d)(_max_pool2d)
+register("reference", OP.adaptive_avg_pool2d)(_adaptive_avg_pool2d)
+register("reference", OP.batch_norm)(_batch_norm)
+register("reference", OP.relu)(_unary(torch.relu))
+register("reference", OP.sigmoid)(_unary(torch.sigmoid))
+register("reference", OP.tanh)(_unary(torch.tanh))
+register("reference", OP.exp)(_unary(torch.exp))
+register("reference", OP.log)(_unary(torch.log))
+register("reference", OP.reciprocal)(_unary(torch.reciprocal))
+register("reference", OP.sqrt)(_unary(torch.sqrt))
+register("reference", OP.softmax)(_softmax)
+register("reference", OP.log_softmax)(_log_softmax)
+register("reference", OP.sum_)(_reduce(torch.sum))
+register("reference", OP.mean)(_reduce(torch.mean))
+register("reference", OP.max_)(_max)
+register("reference", OP.argmax)(_argmax)
+register("reference", OP.gt)(_compare(torch.gt))
+register("reference", OP.lt)(_compare(torch.lt))
+register("reference", OP.ge)(_compare(torch.ge))
+register("reference", OP.le)(_compare(torch.le))
+register("reference", OP.eq)(_compare(torch.eq))
+register("reference", OP.where)(_where)
+register("reference", OP.reshape)(_reshape)
+register("reference", OP.flatten)(_flatten)
+register("reference", OP.transpose)(_transpose)
+register("reference", OP.permute)(_permute)
+register("reference", OP.slice_)(_slice)
+register("reference", OP.index_)(_index)
+register("reference", OP.cat)(_cat)
+register("reference", OP.stack)(_stack)
+register("reference", OP.pad)(_pad)
+register("reference", OP.squeeze)(_squeeze)
+register("reference", OP.unsqueeze)(_unsqueeze)
+register("reference", OP.expand)(_expand)
 
-# ops the interpreter runs itself: sources read the run's data, loop runs a region
-SOURCES = ("load", "input", "const", "call")
-STRUCTURE = ("loop", "yield", "return")
+ops.check("reference")
 
-
-def check_rules(rules: Mapping[str, Rule] = RULES) -> None:
-    """Every computing op of the registry has exactly one rule, and no rule is stray."""
-    handled = set(rules) | set(SOURCES) | set(STRUCTURE)
-    missing = sorted(set(ops.REGISTRY) - handled)
-    stray = sorted(set(rules) - set(ops.REGISTRY))
-    if missing or stray:
-        raise AssertionError(
-            "reference rules out of step with ir.ops.REGISTRY: "
-            + (f"no rule for {', '.join(missing)}" if missing else "")
-            + ("; " if missing and stray else "")
-            + (f"rules for unknown ops {', '.join(stray)}" if stray else "")
-        )
-
-
-check_rules()
+# views for callers that look rules up by op name (derived from the registrations)
+RULES: Mapping[str, Rule] = {d.name: d.rule("reference") for d in ops.REGISTRY.values() if d.rule("reference")}
+SOURCES = tuple(d.name for d in ops.REGISTRY.values() if d.source)
+STRUCTURE = tuple(d.name for d in ops.REGISTRY.values() if d.structural)
 
 
 # ---------------------------------------------------------------- data checks

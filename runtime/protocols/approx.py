@@ -64,7 +64,11 @@ from itertools import combinations
 import numpy as np
 import torch
 
-from ..interpreter import Ex, _merge, _split, protocol
+from planc.ir.ops import OP
+
+from planc.ir import ops
+
+from .core import Ex, bound, par, protocol
 from ..material import Part
 from ..party import Shared
 from .common import others, shared
@@ -377,30 +381,6 @@ def _val(v):
     return v.v if isinstance(v, Box) else v
 
 
-def par(*gens):
-    """Run protocol generators side by side, lock-step: each round carries the exchange
-    of every one still running. Returns their results in order."""
-    results = [None] * len(gens)
-    live = []
-    for i, g in enumerate(gens):
-        try:
-            live.append((i, g, next(g)))
-        except StopIteration as stop:
-            results[i] = stop.value
-    while live:
-        merged, index = _merge([ex for _, _, ex in live])
-        got = yield merged
-        parts = _split(got, index)
-        nxt = []
-        for (i, g, _), part in zip(live, parts):
-            try:
-                nxt.append((i, g, g.send(part)))
-            except StopIteration as stop:
-                results[i] = stop.value
-        live = nxt
-    return results
-
-
 # ---------------------------------------------------------------- helpers
 
 MAG = 41  # products keep |value| * 2^scale <= 2^MAG (truncation failure < 2^-23)
@@ -482,7 +462,7 @@ def _exp_chain(ctx, x: Fx, n: int, lo: float, hi: float, bands, cap: int = 24):
     return [ctx.lin([(1, b), (2, ctx.mono([b, zb])), (1, ctx.mono([b, zb, zb]))]) for (b, _), zb in zip(bl, zs)]
 
 
-@protocol("exp")
+@protocol(OP.exp)
 def exp(P, node, args, a):
     """e^x.
 
@@ -606,7 +586,7 @@ def _recip_parts(ctx, x: Fx, tops, w, K):
     return (yield from _goldschmidt(ctx, g, e, K, qmax, rho, mult=sc, mmax=mmax))
 
 
-@protocol("reciprocal")
+@protocol(OP.reciprocal)
 def reciprocal(P, node, args, a):
     """1/x, for either sign.
 
@@ -714,7 +694,7 @@ def _log_parts(ctx, x: Fx, lo: int, hi: int, w: int, D: int, f_out: int):
     return [base, p]
 
 
-@protocol("log")
+@protocol(OP.log)
 def log(P, node, args, a):
     """Natural logarithm.
 
@@ -766,7 +746,7 @@ def _soft_exp(P, ctx, x: Shared, dim: int, F_last: int):
     return d, terms[0]
 
 
-@protocol("softmax")
+@protocol(OP.softmax)
 def softmax(P, node, args, a):
     """softmax(x)_i = e^(d_i) / s, d = x - max(x) along dim, s = sum_j e^(d_j) in [1, n].
 
@@ -796,7 +776,7 @@ def softmax(P, node, args, a):
     return Shared((yield from ctx.output_sum(terms, P.frac)))
 
 
-@protocol("log_softmax")
+@protocol(OP.log_softmax)
 def log_softmax(P, node, args, a):
     """log_softmax(x) = d - log s, d = x - max(x) along dim, s = sum_j e^(d_j) in [1, n].
 
@@ -853,7 +833,7 @@ def _sigmoid_parts(ctx, x: Fx):
     return [b] + terms  # b + (1 - 2b) / (1 + u)
 
 
-@protocol("sigmoid")
+@protocol(OP.sigmoid)
 def sigmoid(P, node, args, a):
     """sigmoid(x) = b + (1 - 2b) / (1 + u), b = [x < 0], u = e^-|x|.
 
@@ -873,7 +853,7 @@ def sigmoid(P, node, args, a):
     return Shared((yield from ctx.output_sum(terms, P.frac)))
 
 
-@protocol("tanh")
+@protocol(OP.tanh)
 def tanh(P, node, args, a):
     """tanh(x) = 2 sigmoid(2x) - 1, with ``sigmoid``'s protocol on 2x (exact: the same
     share read with one fractional bit less). 10 rounds.
@@ -940,7 +920,7 @@ def _root_parts(ctx, x: Fx, inverse: bool):
     return [ctx.mono([sc, q]), ctx.lin([(0.5, ctx.mono([sc, qc, e]))])]
 
 
-@protocol("sqrt")
+@protocol(OP.sqrt)
 def sqrt(P, node, args, a):
     """sqrt(x).
 
@@ -972,15 +952,17 @@ def rsqrt_shared(P, x: Shared):
 # ---------------------------------------------------------------- documented bounds
 
 # |result - f(x)| <= ABS + REL |f(x)| on the documented range, for the fixed-point x the
-# protocol receives (f = 16; tests/test_approx.py measures them)
-ERROR = {
-    "exp": (2.0 ** -15, 2.0 ** -13),
-    "reciprocal": (2.0 ** -14, 2.0 ** -14),
-    "log": (2.0 ** -14, 0.0),
-    "sqrt": (2.0 ** -14, 2.0 ** -16),
-    "rsqrt": (2.0 ** -14, 2.0 ** -16),  # rsqrt_shared (batch_norm); no IR op yet
-    "sigmoid": (2.0 ** -14, 0.0),
-    "tanh": (2.0 ** -13, 0.0),
-    "softmax": (2.0 ** -14, 0.0),
-    "log_softmax": (2.0 ** -14, 0.0),
-}
+# protocol receives (f = 16; tests/test_approx.py measures them, and checks that the
+# module docstring's table says the same)
+bound(OP.exp, 2.0 ** -15, 2.0 ** -13, "x <= 12 (0 below -16)", "9")
+bound(OP.reciprocal, 2.0 ** -14, 2.0 ** -14, "2^-8 <= |x| < 2^16", "12")
+bound(OP.log, 2.0 ** -14, 0.0, "2^-12 <= x < 2^16", "7")
+bound(OP.sqrt, 2.0 ** -14, 2.0 ** -16, "0 <= x < 2^16", "8")
+bound(OP.sigmoid, 2.0 ** -14, 0.0, "|x| < 2^23", "10")
+bound(OP.tanh, 2.0 ** -13, 0.0, "|x| < 2^22", "10")
+bound(OP.softmax, 2.0 ** -14, 0.0, "|x| < 2^23", "max + 12 (n = 10)")
+bound(OP.log_softmax, 2.0 ** -14, 0.0, "|x| < 2^23", "max + 12 (n = 10)")
+
+# by op name, for the tests and benchmarks (derived from the registrations above)
+ERROR = {d.name: (d.rule("bound").abs, d.rule("bound").rel) for d in ops.REGISTRY.values() if d.rule("bound")}
+ERROR["rsqrt"] = (2.0 ** -14, 2.0 ** -16)  # rsqrt_shared (batch_norm)

@@ -26,7 +26,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..interpreter import Ex, protocol
+from planc.ir.ops import OP
+
+from .core import Ex, protocol
 from ..material import Part
 from ..party import Shared
 from .common import others, settle, shared
@@ -173,7 +175,7 @@ def _private_private(P, x, y, j, k, xs, ys, f):
     return z
 
 
-@protocol("mul", "matmul", "linear", "conv2d")
+@protocol(OP.mul, OP.matmul, OP.linear, OP.conv2d)
 def products(P, node, args, a):
     f = bilinear(node)
     x, y = args[0], args[1]

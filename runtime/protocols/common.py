@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ..interpreter import Ex
+from .core import Ex
 from ..material import Part
 from ..party import ABSENT, Party, Shared
 
@@ -91,26 +91,6 @@ def truncate(P: Party, x: torch.Tensor, bits: int | None = None):
     if P.leader:
         out = out + (z >> bits)
     return out
-
-
-def trunc_shared(P: Party, s: Shared, bits: int | None = None):
-    t = yield from truncate(P, s.data, bits)
-    return Shared(t)
-
-
-def mul_public(P: Party, s: Shared, c: torch.Tensor, integral: bool, op=torch.mul):
-    """[x] * c for a public c: local. A c known to be small whole numbers multiplies the
-    shares directly; otherwise c is encoded, adding f fractional bits that one
-    truncation removes."""
-    if P.meta:
-        k = P.empty(c.shape)
-    else:
-        k = c.to(torch.int64) if integral else P.enc(c)
-    prod = op(s.data, k)
-    if integral:
-        return Shared(prod)
-    out = yield from truncate(P, prod)
-    return Shared(out)
 
 
 # Pending bits beyond f. |data| = |value| * 2^(f + extra), and a 2-party truncation fails

@@ -39,7 +39,9 @@ import torch.nn.functional as F
 
 from planc.ir.types import SECRET as SECRET_VIS
 
-from ..interpreter import protocol
+from planc.ir.ops import OP
+
+from .core import protocol
 from ..material import Part
 from ..party import Shared
 from .beaver import product
@@ -394,14 +396,14 @@ def _reduced(P, node, args, track):
     return Shared(res.reshape(out_shape))
 
 
-@protocol("max")
+@protocol(OP.max_)
 def max_(P, node, args, a):
     """Max (over dim, or all elements) by `_tournament`: exact for |x| < 2^39 ring units;
     rounds from `_stages` (8 for 10 values, 20 for 1000; 3 per halving on big tensors)."""
     return (yield from _reduced(P, node, args, None))
 
 
-@protocol("argmax")
+@protocol(OP.argmax)
 def argmax(P, node, args, a):
     """Index of the first maximum, as i * 2^f: exact on the fixed-point encodings (ties
     within 2^-f of each other in the floats may pick another index); |x| < 2^39 ring
@@ -409,7 +411,7 @@ def argmax(P, node, args, a):
     return (yield from _reduced(P, node, args, "index"))
 
 
-@protocol("max_pool2d")
+@protocol(OP.max_pool2d)
 def max_pool2d(P, node, args, a):
     """Windows gathered from a copy padded with PAD = -(2^39 - 1) ring units (below any
     valid input, so padding never changes a max: torch guarantees each window holds an
@@ -455,7 +457,7 @@ def _as_result(P, node, bit, negate=False):
     return Shared((bit << P.frac).reshape(node.result.type.shape))
 
 
-@protocol("lt", "gt", "ge", "le")
+@protocol(OP.lt, OP.gt, OP.ge, OP.le)
 def compare(P, node, args, a):
     """lt(x, y) = [x - y < 0], gt = [y - x < 0], ge = 1 - lt, le = 1 - gt: one sign_bit,
     3 rounds, exact on the encodings for |x - y| < 2^40 ring units."""
@@ -464,7 +466,7 @@ def compare(P, node, args, a):
     return _as_result(P, node, s, negate=node.op in ("ge", "le"))
 
 
-@protocol("eq")
+@protocol(OP.eq)
 def eq(P, node, args, a):
     """eq(x, y) = [x - y == 0] by _zero_bit: 3 rounds, exact on the encodings for
     |x - y| < 2^40 ring units."""
@@ -472,7 +474,7 @@ def eq(P, node, args, a):
     return _as_result(P, node, z)
 
 
-@protocol("relu")
+@protocol(OP.relu)
 def relu(P, node, args, a):
     """relu(x) = x - [x < 0] x: one sign_bit with mult=[x]; exact for |x| < 2^40 ring
     units; 3 rounds, about 11 bytes per element per peer."""
@@ -482,7 +484,7 @@ def relu(P, node, args, a):
     return Shared(out)
 
 
-@protocol("where")
+@protocol(OP.where)
 def where(P, node, args, a):
     """where(c, x, y) = y + c (x - y). A public c selects shares locally (exact, free).
     A secret or private c (stored as c * 2^f) multiplies x - y by a Beaver product

@@ -17,7 +17,9 @@ import torch.nn.functional as F
 
 from planc.ir.types import SECRET
 
-from ..interpreter import protocol
+from planc.ir.ops import OP
+
+from .core import protocol
 from ..party import ABSENT, Shared
 from .beaver import product
 from .common import align, scale_public, settle, shared, truncate
@@ -27,21 +29,21 @@ def _operands(P, node, args):
     return [shared(P, a, v.type.vis, v.type.shape) for a, v in zip(args, node.operands)]
 
 
-@protocol("add")
+@protocol(OP.add)
 def add(P, node, args, a):
     x, y = align(*_operands(P, node, args))
     return Shared(x.data + y.data, x.extra)
     yield  # pragma: no cover
 
 
-@protocol("sub")
+@protocol(OP.sub)
 def sub(P, node, args, a):
     x, y = align(*_operands(P, node, args))
     return Shared(x.data - y.data, x.extra)
     yield  # pragma: no cover
 
 
-@protocol("neg")
+@protocol(OP.neg)
 def neg(P, node, args, a):
     (x,) = _operands(P, node, args)
     return Shared(-x.data, x.extra)
@@ -59,13 +61,13 @@ def _sum_shares(x: Shared, a):
     return Shared(torch.sum(x.data, dim=dims, keepdim=a["keepdim"]), x.extra), n
 
 
-@protocol("sum")
+@protocol(OP.sum_)
 def sum_(P, node, args, a):
     return _sum_shares(args[0], a)[0]
     yield  # pragma: no cover
 
 
-@protocol("mean")
+@protocol(OP.mean)
 def mean(P, node, args, a):
     s, n = _sum_shares(args[0], a)
     if n == 1:
@@ -73,7 +75,7 @@ def mean(P, node, args, a):
     return (yield from scale_public(P, s, torch.tensor(1.0 / n, dtype=torch.float64)))
 
 
-@protocol("div")
+@protocol(OP.div)
 def div(P, node, args, a):
     x, c = args
     x = shared(P, x, node.operands[0].type.vis, node.operands[0].type.shape)
@@ -81,11 +83,7 @@ def div(P, node, args, a):
     return (yield from scale_public(P, x, recip))
 
 
-def _as4d(t):
-    return t.unsqueeze(0) if t.dim() == 3 else t
-
-
-@protocol("avg_pool2d")
+@protocol(OP.avg_pool2d)
 def avg_pool2d(P, node, args, a):
     """Window sums by an int64 convolution with a ones kernel, then the per-position
     factor torch uses (1/k^2, or the count of valid cells) applied as a public fraction."""
@@ -125,7 +123,7 @@ def avg_pool2d(P, node, args, a):
     return (yield from scale_public(P, sums, factor))
 
 
-@protocol("adaptive_avg_pool2d")
+@protocol(OP.adaptive_avg_pool2d)
 def adaptive_avg_pool2d(P, node, args, a):
     """Adaptive average pooling is a fixed linear map: y = x_flat @ M, M from pooling the
     identity basis in float64; one encoded matmul and one truncation."""
@@ -142,7 +140,7 @@ def adaptive_avg_pool2d(P, node, args, a):
     return Shared(out.data.reshape(lead + (oh, ow)), out.extra)
 
 
-@protocol("batch_norm")
+@protocol(OP.batch_norm)
 def batch_norm(P, node, args, a):
     """y = x * s + t with s = w / sqrt(var + eps), t = b - mean * s. When the statistics
     are plaintext (public, or one party's), s and t are computed there in float64 and the
@@ -240,34 +238,12 @@ def _batch_norm_secret(P, node, args, a):
     return out
 
 
-# ---------------------------------------------------------------- shape ops: same op on each share
-
-def _shape_rule(fn):
-    def proto(P, node, args, a):
-        (x,) = args
-        return Shared(fn(x.data, a), x.extra)
-        yield  # pragma: no cover
-
-    return proto
+# ---------------------------------------------------------------- shape ops
+# reshape, transpose, slice, ...: the op's plaintext rule on every share (ops.shape_only);
+# pad and cat need a scale and a fill, so they have their own.
 
 
-SHAPE_RULES = {
-    "reshape": lambda d, a: d.reshape(a["shape"]),
-    "flatten": lambda d, a: d.reshape((1,)) if d.dim() == 0 else torch.flatten(d, a["start"], a["end"]),
-    "transpose": lambda d, a: d.transpose(a["dim0"], a["dim1"]) if d.dim() else d,
-    "permute": lambda d, a: d.permute(a["dims"]),
-    "slice": lambda d, a: d.narrow(a["dim"], a["start"], a["end"] - a["start"])[
-        (slice(None),) * a["dim"] + (slice(None, None, a["step"]),)],
-    "index": lambda d, a: d.select(a["dim"], a["index"]),
-    "squeeze": lambda d, a: d.squeeze(tuple(a["dims"]) if a["dims"] else tuple(i for i, s in enumerate(d.shape) if s == 1)),
-    "unsqueeze": lambda d, a: d.unsqueeze(a["dim"]),
-    "expand": lambda d, a: d.expand(a["shape"]),
-}
-for _op, _fn in SHAPE_RULES.items():
-    protocol(_op)(_shape_rule(_fn))
-
-
-@protocol("pad")
+@protocol(OP.pad)
 def pad(P, node, args, a):
     (x,) = args
     out = F.pad(x.data, a["pads"], value=0)
@@ -279,7 +255,7 @@ def pad(P, node, args, a):
     yield  # pragma: no cover
 
 
-@protocol("cat", "stack")
+@protocol(OP.cat, OP.stack)
 def cat(P, node, args, a):
     xs = align(*_operands(P, node, args))
     parts = [s.data for s in xs]

@@ -10,20 +10,22 @@ by j in the clear; nobody else learns anything.
 """
 from __future__ import annotations
 
-from ..interpreter import Ex, protocol
+from planc.ir.ops import OP
+
+from .core import Ex, protocol
 from ..party import ABSENT, Shared
 from ..reference import TORCH_DTYPE
 from .common import open_all, open_to, shared
 
 
-@protocol("share")
+@protocol(OP.share)
 def share(P, node, args, a):
     (x,) = args
     return shared(P, x, node.operands[0].type.vis, node.result.type.shape)
     yield  # pragma: no cover
 
 
-@protocol("reveal")
+@protocol(OP.reveal)
 def reveal(P, node, args, a):
     (x,) = args
     to = a["to"]

@@ -101,7 +101,7 @@ import numpy as np
 import torch
 
 
-from ..interpreter import Ex
+from .core import Ex
 from ..material import Part
 from .common import others
 
