@@ -26,12 +26,10 @@ import planc  # noqa: E402
 from bench_mpc import make_plan  # noqa: E402
 from mnist_cnn import SeedCNN, set_weights, trained_weights  # noqa: E402
 from planc.cost import predict  # noqa: E402
+from planc.ir import ops as irops  # noqa: E402
 from planc.ir.graph import Node, Value  # noqa: E402
 from planc.ir.types import SECRET  # noqa: E402
 from planc.passes.rewrite import Namer  # noqa: E402
-
-PRODUCTS = {"mul", "matmul", "linear", "conv2d", "batch_norm"}
-
 
 def share_everything(plan):
     """The eager baseline: private operands of products are shared before use."""
@@ -39,7 +37,7 @@ def share_everything(plan):
     namer = Namer(g)
     out, shared = [], {}
     for n in g.nodes:
-        if n.op in PRODUCTS and n.results[0].type.vis.is_secret:
+        if irops.get(n.op).product and n.results[0].type.vis.is_secret:
             ops = []
             for v in n.operands:
                 if v.type.vis.is_private:

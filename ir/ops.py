@@ -15,6 +15,7 @@ operand directly and need less traffic than for a shared one.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -646,20 +647,25 @@ KINDS = {k.name: k for k in (
     Kind("lower", "the torch functions, methods or shells that lower to it", lambda d: d.computes,
          "planc/lower.py, planc/shells.py"),
     Kind("bound", "the error bound of its approximation", lambda d: d.approximate, "runtime/protocols/"),
+    Kind("sample", "an example use in traced code, for its cost and the cost tests",
+         lambda d: d.computes and not d.moves, "planc/samples.py"),
     Kind("bilinear", "the bilinear map of a product, on ring tensors", None, "runtime/protocols/beaver.py"),
     Kind("hint", "what a policy suggests instead when it refuses the op", None, "ir/policy.py"),
 )}
 
 
-def _where(fn) -> str:
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return "?"
-    return f"{code.co_filename}:{code.co_firstlineno}"
+def call_site(depth: int = 1) -> str:
+    """file:line of the code `depth` frames above the caller (where a rule is registered)."""
+    f = sys._getframe(depth + 1)
+    return f"{f.f_code.co_filename}:{f.f_lineno}"
 
 
 def register(kind: str, *defs: OpDef, where: str | None = None):
-    """Decorator: `fn` is the `kind` rule of each op in `defs`. One rule per op and kind."""
+    """Decorator: `fn` is the `kind` rule of each op in `defs`. One rule per op and kind.
+
+    The rule's location is where it is registered (the decorator's line, or the call),
+    unless `where` says otherwise (wrappers pass their caller's)."""
+    where = where or call_site(1)
     if kind not in KINDS:
         raise AssertionError(f"unknown rule kind {kind!r}; kinds: {', '.join(KINDS)}")
 
@@ -669,7 +675,7 @@ def register(kind: str, *defs: OpDef, where: str | None = None):
                 raise AssertionError(f"register({kind!r}, ...) takes op definitions, got {d!r}")
             if kind in d.rules:
                 raise AssertionError(f"{d.name} has a {kind} rule already, at {d.rules[kind].where}")
-            d.rules[kind] = Rule(fn, where or _where(fn))
+            d.rules[kind] = Rule(fn, where)
         return fn
 
     return deco

@@ -26,18 +26,18 @@ from pathlib import Path
 from . import ops
 from .graph import Graph, Node
 
-ALWAYS = frozenset({"load", "input", "const", "share", "loop", "yield", "return"})
-
-INSTEAD = {
-    "max_pool2d": "use avg_pool2d (no comparisons)",
-    "exp": "reveal the logits and apply exp after the reveal, or ask the data owner to allow exp",
-    "softmax": "reveal the logits and apply softmax after the reveal (argmax is unchanged)",
-    "log_softmax": "reveal the logits and apply log_softmax after the reveal",
-    "sigmoid": "use relu, or ask the data owner to allow sigmoid",
-    "tanh": "use relu, or ask the data owner to allow tanh",
-    "argmax": "reveal the scores to the party allowed to see them and take argmax there",
-    "call": "trace the model's architecture into the plan instead of linking a remote model",
-}
+# what to suggest when a policy refuses an op: the op's "hint" rule
+for _d, _hint in (
+    (ops.OP.max_pool2d, "use avg_pool2d (no comparisons)"),
+    (ops.OP.exp, "reveal the logits and apply exp after the reveal, or ask the data owner to allow exp"),
+    (ops.OP.softmax, "reveal the logits and apply softmax after the reveal (argmax is unchanged)"),
+    (ops.OP.log_softmax, "reveal the logits and apply log_softmax after the reveal"),
+    (ops.OP.sigmoid, "use relu, or ask the data owner to allow sigmoid"),
+    (ops.OP.tanh, "use relu, or ask the data owner to allow tanh"),
+    (ops.OP.argmax, "reveal the scores to the party allowed to see them and take argmax there"),
+    (ops.OP.call, "trace the model's architecture into the plan instead of linking a remote model"),
+):
+    ops.register("hint", _d)(_hint)
 
 
 class PolicyError(ValueError):
@@ -147,9 +147,10 @@ class Policy:
 
     def _node(self, g, n: Node) -> list[Violation]:
         out = []
-        allowed = n.op in ALWAYS or ((self.allow is None or n.op in self.allow) and n.op not in self.deny)
+        d = ops.get(n.op)
+        allowed = d.always_allowed or ((self.allow is None or n.op in self.allow) and n.op not in self.deny)
         if not allowed:
-            hint = INSTEAD.get(n.op, f"ask the data owner to allow {n.op}, or express it with allowed ops")
+            hint = d.rule("hint") or f"ask the data owner to allow {n.op}, or express it with allowed ops"
             out.append(Violation(n, f"op {n.op} is not allowed by policy {self.name!r}", hint))
         for a, rule in self.attrs.get(n.op, {}).items():
             v = n.attr(a)

@@ -14,37 +14,89 @@ import operator
 import torch
 import torch.nn.functional as F
 
+from planc.ir import ops
 from planc.ir.graph import Value
+from planc.ir.ops import OP
 from planc.ir.types import PUBLIC, TensorType
 
 from .errors import TraceError, user_loc
 
 LOWER: dict = {}
 
-SUGGEST = {
-    "gelu": "use relu, sigmoid or tanh instead (x * torch.sigmoid(1.702 * x) approximates gelu)",
-    "silu": "write x * torch.sigmoid(x) instead",
-    "elu": "use relu instead",
-    "leaky_relu": "write torch.where(x > 0, x, 0.01 * x) instead",
-    "softplus": "write torch.log(1 + torch.exp(x)) instead",
-    "item": "a traced value cannot be read into Python; keep it a tensor and reveal it",
-    "tolist": "a traced value cannot be read into Python; keep it a tensor and reveal it",
-    "numpy": "a traced value cannot be read into Python; keep it a tensor and reveal it",
-    "sort": "use max/argmax instead",
-    "topk": "use max/argmax instead",
-    "double": "tensors keep the dtype they were loaded with",
-    "long": "tensors keep the dtype they were loaded with",
-    "to": "tensors keep the dtype and device they were loaded with",
-}
+# torch functions planc does not lower, and what to write instead; `instead` names the
+# op the user is pointed to (listed by `planc ops NAME`), or None when no op fits
+SUGGEST: dict[str, tuple] = {}
 
 
-def lowers(*targets):
+def unsupported(instead, hint: str, *names: str):
+    for n in names:
+        SUGGEST[n] = (instead, hint)
+
+
+unsupported(OP.sigmoid, "use relu, sigmoid or tanh instead (x * torch.sigmoid(1.702 * x) approximates gelu)", "gelu")
+unsupported(OP.sigmoid, "write x * torch.sigmoid(x) instead", "silu")
+unsupported(OP.relu, "use relu instead", "elu")
+unsupported(OP.where, "write torch.where(x > 0, x, 0.01 * x) instead", "leaky_relu")
+unsupported(OP.log, "write torch.log(1 + torch.exp(x)) instead", "softplus")
+unsupported(OP.reveal, "a traced value cannot be read into Python; keep it a tensor and reveal it",
+            "item", "tolist", "numpy")
+unsupported(OP.max_, "use max/argmax instead", "sort", "topk")
+unsupported(None, "tensors keep the dtype they were loaded with", "double", "long")
+unsupported(None, "tensors keep the dtype and device they were loaded with", "to")
+
+
+class Lowerings:
+    """An op's "lower" rule: every (torch targets, rule) that can emit the op."""
+
+    def __init__(self):
+        self.entries: list[tuple[tuple, object]] = []
+
+    def targets(self) -> list[str]:
+        return [describe_target(t) for ts, _ in self.entries for t in ts]
+
+
+def lowers(*args):
+    """Decorator: `fn` lowers the torch targets in `args` (function objects, or tensor
+    method names as strings) to IR; the op definitions leading `args` are the ops it may
+    emit, and the rule is registered on each of them."""
+    defs = [a for a in args if isinstance(a, ops.OpDef)]
+    where = ops.call_site(1)
+    targets = tuple(a for a in args if not isinstance(a, ops.OpDef))
+
     def deco(fn):
         for t in targets:
-            LOWER["method:" + t if isinstance(t, str) else t] = fn
+            key = "method:" + t if isinstance(t, str) else t
+            if LOWER.get(key, fn) is not fn:  # F.conv2d is torch.conv2d: aliases are fine
+                raise AssertionError(f"{describe_target(t)} is lowered twice")
+            LOWER[key] = fn
+        for d in defs:
+            got = d.rule("lower")
+            if got is None:
+                got = Lowerings()
+                ops.register("lower", d, where=where)(got)
+            got.entries.append((targets, fn))
         return fn
 
     return deco
+
+
+def describe_target(t) -> str:
+    """How a user writes a lowering target: torch.add, F.conv2d, Tensor.view, operator +."""
+    if isinstance(t, str):
+        return f"Tensor.{t}"
+    if hasattr(t, "planc_name"):
+        return t.planc_name
+    mod = getattr(t, "__module__", None) or ""
+    name = getattr(t, "__name__", repr(t))
+    if mod in ("_operator", "operator"):
+        return f"operator.{name}"
+    if mod.startswith("torch._C") or mod.startswith("torch.nn.functional") or mod == "torch.functional":
+        mod = "torch.nn.functional" if hasattr(F, name) and mod != "torch.functional" else "torch"
+        if mod == "torch.nn.functional":
+            return f"F.{name}"
+    if mod == "torch.nn.functional":
+        return f"F.{name}"
+    return f"{mod}.{name}" if mod else name
 
 
 def target_name(node) -> str:
@@ -68,7 +120,7 @@ def lower_node(cx, node):
     rule = LOWER.get(key)
     if rule is None:
         short = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
-        hint = SUGGEST.get(short.strip("_"))
+        hint = SUGGEST.get(short.strip("_"), (None, None))[1]
         msg = f"{target_name(node)} is not supported by planc"
         raise TraceError(msg + (f"; {hint}" if hint else "; `planc ops` lists the op set"),
                          user_loc())
@@ -159,7 +211,7 @@ def _const_like(cx, value: float, shape, dtype) -> Value:
 # ------------------------------------------------------------------ arithmetic
 
 
-@lowers(operator.add, operator.iadd, torch.add, "add", "add_", "__add__", "__radd__", "__iadd__")
+@lowers(OP.add, OP.mul, operator.add, operator.iadd, torch.add, "add", "add_", "__add__", "__radd__", "__iadd__")
 def _add(cx, x, y, alpha=1):
     x, y = _both(cx, x, y)
     if alpha != 1:
@@ -167,7 +219,7 @@ def _add(cx, x, y, alpha=1):
     return cx.emit("add", [x, y])
 
 
-@lowers(operator.sub, operator.isub, torch.sub, "sub", "sub_", "__sub__", "__isub__")
+@lowers(OP.sub, OP.mul, operator.sub, operator.isub, torch.sub, "sub", "sub_", "__sub__", "__isub__")
 def _sub(cx, x, y, alpha=1):
     x, y = _both(cx, x, y)
     if alpha != 1:
@@ -175,18 +227,18 @@ def _sub(cx, x, y, alpha=1):
     return cx.emit("sub", [x, y])
 
 
-@lowers("__rsub__", torch.rsub)
+@lowers(OP.sub, "__rsub__", torch.rsub)
 def _rsub(cx, x, y, alpha=1):
     return _sub(cx, y, x, alpha)
 
 
-@lowers(operator.mul, operator.imul, torch.mul, "mul", "mul_", "__mul__", "__rmul__", "__imul__")
+@lowers(OP.mul, operator.mul, operator.imul, torch.mul, "mul", "mul_", "__mul__", "__rmul__", "__imul__")
 def _mul(cx, x, y):
     x, y = _both(cx, x, y)
     return cx.emit("mul", [x, y])
 
 
-@lowers(operator.truediv, operator.itruediv, torch.div, torch.true_divide, "div", "div_", "__truediv__",
+@lowers(OP.div, operator.truediv, operator.itruediv, torch.div, torch.true_divide, "div", "div_", "__truediv__",
         "true_divide")
 def _div(cx, x, y, rounding_mode=None):
     if rounding_mode is not None:
@@ -195,12 +247,12 @@ def _div(cx, x, y, rounding_mode=None):
     return cx.emit("div", [x, y])
 
 
-@lowers("__rtruediv__")
+@lowers(OP.div, "__rtruediv__")
 def _rdiv(cx, x, y):
     return _div(cx, y, x)
 
 
-@lowers(operator.neg, torch.neg, "neg", "__neg__")
+@lowers(OP.neg, operator.neg, torch.neg, "neg", "__neg__")
 def _neg(cx, x):
     return cx.emit("neg", [x])
 
@@ -210,7 +262,7 @@ def _pos(cx, x):
     return x
 
 
-@lowers(operator.pow, torch.pow, "pow", "__pow__")
+@lowers(OP.mul, OP.sqrt, OP.reciprocal, operator.pow, torch.pow, "pow", "__pow__")
 def _pow(cx, x, e):
     if not isinstance(e, (int, float)) or isinstance(e, bool):
         raise TraceError("only powers by a constant number are supported", user_loc())
@@ -232,22 +284,22 @@ def _pow(cx, x, e):
     raise TraceError(f"x ** {e} is not supported; use powers 2..8, 0.5, -1 or -0.5, or exp/log", user_loc())
 
 
-@lowers(torch.abs, "abs")
+@lowers(OP.where, OP.ge, OP.neg, torch.abs, "abs")
 def _abs(cx, x):
     return cx.emit("where", [cx.emit("ge", [x, _v(cx, 0, x)]), x, cx.emit("neg", [x])])
 
 
-@lowers(operator.matmul, torch.matmul, torch.mm, torch.bmm, "matmul", "mm", "bmm", "__matmul__")
+@lowers(OP.matmul, operator.matmul, torch.matmul, torch.mm, torch.bmm, "matmul", "mm", "bmm", "__matmul__")
 def _matmul(cx, x, y):
     return cx.emit("matmul", [x, y])
 
 
-@lowers(F.linear)
+@lowers(OP.linear, F.linear)
 def _linear(cx, x, weight, bias=None):
     return cx.emit("linear", [x, weight] + ([bias] if bias is not None else []))
 
 
-@lowers(F.conv2d, torch.conv2d)
+@lowers(OP.conv2d, F.conv2d, torch.conv2d)
 def _conv2d(cx, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     dilation = _pair(dilation)
     if isinstance(padding, str):
@@ -268,7 +320,7 @@ def _conv2d(cx, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)
     return cx.emit("conv2d", [x, weight] + ([bias] if bias is not None else []), attrs)
 
 
-@lowers(F.avg_pool2d)
+@lowers(OP.avg_pool2d, F.avg_pool2d)
 def _avg_pool2d(cx, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                 divisor_override=None):
     if divisor_override is not None:
@@ -288,19 +340,18 @@ def _max_pool2d(cx, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mod
                                        "dilation": _pair(dilation), "ceil_mode": bool(ceil_mode)})
 
 
-for _t in (F.max_pool2d, torch.max_pool2d, getattr(F, "_max_pool2d", None), torch._C._nn.max_pool2d_with_indices):
-    if _t is not None:
-        LOWER[_t] = _max_pool2d
+lowers(OP.max_pool2d, *{t for t in (F.max_pool2d, torch.max_pool2d, getattr(F, "_max_pool2d", None),
+                                   torch._C._nn.max_pool2d_with_indices) if t is not None})(_max_pool2d)
 
 
-@lowers(F.adaptive_avg_pool2d, torch._C._nn.adaptive_avg_pool2d)
+@lowers(OP.adaptive_avg_pool2d, F.adaptive_avg_pool2d, torch._C._nn.adaptive_avg_pool2d)
 def _adaptive_avg_pool2d(cx, x, output_size):
     o = _pair(output_size)
     o = tuple(x.type.shape[-2 + i] if v is None else v for i, v in enumerate(o))
     return cx.emit("adaptive_avg_pool2d", [x], {"output": o})
 
 
-@lowers(F.batch_norm, torch.batch_norm)
+@lowers(OP.batch_norm, F.batch_norm, torch.batch_norm)
 def _batch_norm(cx, x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
                 eps=1e-5, *rest):
     if training or running_mean is None:
@@ -322,28 +373,28 @@ def _dropout(cx, x, p=0.5, training=True, inplace=False):
 # ------------------------------------------------------------------ non-linear
 
 
-def _unary(op):
+def _unary(d):
     def rule(cx, x, *a, **k):
         if k.get("inplace") is None:
             k.pop("inplace", None)
-        return cx.emit(op, [x])
+        return cx.emit(d.name, [x])
 
     return rule
 
 
-for _op, _targets in {
-    "relu": (F.relu, torch.relu, "relu", "relu_", torch.relu_),
-    "sigmoid": (torch.sigmoid, F.sigmoid, "sigmoid"),
-    "tanh": (torch.tanh, F.tanh, "tanh"),
-    "exp": (torch.exp, "exp"),
-    "log": (torch.log, "log"),
-    "reciprocal": (torch.reciprocal, "reciprocal"),
-    "sqrt": (torch.sqrt, "sqrt"),
-}.items():
-    lowers(*_targets)(_unary(_op))
+for _d, _targets in (
+    (OP.relu, (F.relu, torch.relu, "relu", "relu_", torch.relu_)),
+    (OP.sigmoid, (torch.sigmoid, F.sigmoid, "sigmoid")),
+    (OP.tanh, (torch.tanh, F.tanh, "tanh")),
+    (OP.exp, (torch.exp, "exp")),
+    (OP.log, (torch.log, "log")),
+    (OP.reciprocal, (torch.reciprocal, "reciprocal")),
+    (OP.sqrt, (torch.sqrt, "sqrt")),
+):
+    lowers(_d, *_targets)(_unary(_d))
 
 
-@lowers(torch.rsqrt, "rsqrt")
+@lowers(OP.reciprocal, OP.sqrt, torch.rsqrt, "rsqrt")
 def _rsqrt(cx, x):
     return cx.emit("reciprocal", [cx.emit("sqrt", [x])])
 
@@ -359,8 +410,8 @@ def _softmax_rule(op):
     return rule
 
 
-lowers(F.softmax, torch.softmax, "softmax")(_softmax_rule("softmax"))
-lowers(F.log_softmax, torch.log_softmax, "log_softmax")(_softmax_rule("log_softmax"))
+lowers(OP.softmax, F.softmax, torch.softmax, "softmax")(_softmax_rule("softmax"))
+lowers(OP.log_softmax, F.log_softmax, torch.log_softmax, "log_softmax")(_softmax_rule("log_softmax"))
 
 
 # ------------------------------------------------------------------ reductions
@@ -377,11 +428,11 @@ def _reduce(op):
     return rule
 
 
-lowers(torch.sum, "sum")(_reduce("sum"))
-lowers(torch.mean, "mean")(_reduce("mean"))
+lowers(OP.sum_, torch.sum, "sum")(_reduce("sum"))
+lowers(OP.mean, torch.mean, "mean")(_reduce("mean"))
 
 
-@lowers(torch.max, "max")
+@lowers(OP.max_, OP.argmax, OP.where, OP.gt, torch.max, "max")
 def _max(cx, x, dim=None, keepdim=False):
     if isinstance(dim, Value):  # torch.max(a, b) is the elementwise maximum
         return _maximum(cx, x, dim)
@@ -392,7 +443,7 @@ def _max(cx, x, dim=None, keepdim=False):
             cx.emit("argmax", [x], {"dim": d, "keepdim": bool(keepdim)}))
 
 
-@lowers(torch.min, "min")
+@lowers(OP.max_, OP.argmax, OP.neg, OP.where, OP.lt, torch.min, "min")
 def _min(cx, x, dim=None, keepdim=False):
     if isinstance(dim, Value):
         return _minimum(cx, x, dim)
@@ -404,7 +455,7 @@ def _min(cx, x, dim=None, keepdim=False):
             cx.emit("argmax", [n], {"dim": d, "keepdim": bool(keepdim)}))
 
 
-@lowers(torch.amax, "amax")
+@lowers(OP.max_, torch.amax, "amax")
 def _amax(cx, x, dim=(), keepdim=False):
     dims = _dims(dim, _rank(x)) if dim not in ((), None) else tuple(range(_rank(x)))
     if len(dims) == _rank(x) and not keepdim:
@@ -415,29 +466,29 @@ def _amax(cx, x, dim=(), keepdim=False):
     return out
 
 
-@lowers(torch.argmax, "argmax")
+@lowers(OP.argmax, torch.argmax, "argmax")
 def _argmax(cx, x, dim=None, keepdim=False):
     return cx.emit("argmax", [x], {"dim": None if dim is None else _nd(dim, _rank(x)), "keepdim": bool(keepdim)})
 
 
-@lowers(torch.argmin, "argmin")
+@lowers(OP.argmax, OP.neg, torch.argmin, "argmin")
 def _argmin(cx, x, dim=None, keepdim=False):
     return _argmax(cx, cx.emit("neg", [x]), dim, keepdim)
 
 
-@lowers(torch.maximum, "maximum")
+@lowers(OP.where, OP.gt, torch.maximum, "maximum")
 def _maximum(cx, x, y):
     x, y = _both(cx, x, y)
     return cx.emit("where", [cx.emit("gt", [x, y]), x, y])
 
 
-@lowers(torch.minimum, "minimum")
+@lowers(OP.where, OP.lt, torch.minimum, "minimum")
 def _minimum(cx, x, y):
     x, y = _both(cx, x, y)
     return cx.emit("where", [cx.emit("lt", [x, y]), x, y])
 
 
-@lowers(torch.clamp, "clamp", torch.clip, "clip")
+@lowers(OP.where, OP.gt, OP.lt, torch.clamp, "clamp", torch.clip, "clip")
 def _clamp(cx, x, min=None, max=None):
     if min is not None:
         x = _maximum(cx, x, min)
@@ -449,25 +500,25 @@ def _clamp(cx, x, min=None, max=None):
 # ------------------------------------------------------------------ comparisons
 
 
-def _cmp(op):
+def _cmp(d):
     def rule(cx, x, y):
         x, y = _both(cx, x, y)
-        return cx.emit(op, [x, y])
+        return cx.emit(d.name, [x, y])
 
     return rule
 
 
-for _op, _ts in {
-    "gt": (operator.gt, torch.gt, "gt", "__gt__"),
-    "lt": (operator.lt, torch.lt, "lt", "__lt__"),
-    "ge": (operator.ge, torch.ge, "ge", "__ge__"),
-    "le": (operator.le, torch.le, "le", "__le__"),
-    "eq": (operator.eq, torch.eq, "eq", "__eq__"),
-}.items():
-    lowers(*_ts)(_cmp(_op))
+for _d, _ts in (
+    (OP.gt, (operator.gt, torch.gt, "gt", "__gt__")),
+    (OP.lt, (operator.lt, torch.lt, "lt", "__lt__")),
+    (OP.ge, (operator.ge, torch.ge, "ge", "__ge__")),
+    (OP.le, (operator.le, torch.le, "le", "__le__")),
+    (OP.eq, (operator.eq, torch.eq, "eq", "__eq__")),
+):
+    lowers(_d, *_ts)(_cmp(_d))
 
 
-@lowers(torch.where, "where")
+@lowers(OP.where, torch.where, "where")
 def _where(cx, cond, x=None, y=None):
     if x is None or y is None:
         raise TraceError("torch.where(cond) with one argument returns data-dependent shapes; "
@@ -479,7 +530,7 @@ def _where(cx, cond, x=None, y=None):
 # ------------------------------------------------------------------ shapes
 
 
-@lowers(torch.reshape, "reshape", "view")
+@lowers(OP.reshape, torch.reshape, "reshape", "view")
 def _reshape(cx, x, *shape):
     shape = _resolve(_shape_args(shape), x.type.numel)
     if shape == x.type.shape:
@@ -487,32 +538,32 @@ def _reshape(cx, x, *shape):
     return cx.emit("reshape", [x], {"shape": shape})
 
 
-@lowers(torch.flatten, "flatten")
+@lowers(OP.flatten, torch.flatten, "flatten")
 def _flatten(cx, x, start_dim=0, end_dim=-1):
     r = _rank(x)
     return cx.emit("flatten", [x], {"start": _nd(start_dim, r), "end": _nd(end_dim, r)})
 
 
-@lowers(torch.transpose, "transpose", torch.swapaxes, "swapaxes")
+@lowers(OP.transpose, torch.transpose, "transpose", torch.swapaxes, "swapaxes")
 def _transpose(cx, x, dim0, dim1):
     r = _rank(x)
     return cx.emit("transpose", [x], {"dim0": _nd(dim0, r), "dim1": _nd(dim1, r)})
 
 
-@lowers(torch.t, "t")
+@lowers(OP.transpose, torch.t, "t")
 def _t(cx, x):
     if _rank(x) < 2:
         return x
     return cx.emit("transpose", [x], {"dim0": 0, "dim1": 1})
 
 
-@lowers(torch.permute, "permute")
+@lowers(OP.permute, torch.permute, "permute")
 def _permute(cx, x, *dims):
     dims = _shape_args(dims)
     return cx.emit("permute", [x], {"dims": tuple(_nd(d, _rank(x)) for d in dims)})
 
 
-@lowers(builtins.getattr)
+@lowers(OP.permute, OP.transpose, builtins.getattr)
 def _getattr(cx, x, name):
     if name in ("T", "mT") and isinstance(x, Value):
         r = _rank(x)
@@ -524,27 +575,27 @@ def _getattr(cx, x, name):
     raise TraceError(f"attribute .{name} of a traced tensor is not supported", user_loc())
 
 
-@lowers(torch.cat, torch.concat, torch.concatenate)
+@lowers(OP.cat, torch.cat, torch.concat, torch.concatenate)
 def _cat(cx, tensors, dim=0, axis=None):
     dim = axis if axis is not None else dim
     tensors = list(tensors)
     return cx.emit("cat", tensors, {"dim": _nd(dim, _rank(tensors[0]))})
 
 
-@lowers(torch.stack)
+@lowers(OP.stack, torch.stack)
 def _stack(cx, tensors, dim=0):
     tensors = list(tensors)
     return cx.emit("stack", tensors, {"dim": _nd(dim, _rank(tensors[0]) + 1)})
 
 
-@lowers(F.pad)
+@lowers(OP.pad, F.pad)
 def _pad(cx, x, pad, mode="constant", value=None):
     if mode != "constant":
         raise TraceError(f"pad mode {mode!r} is not supported; use mode='constant'", user_loc())
     return cx.emit("pad", [x], {"pads": tuple(int(p) for p in pad), "value": float(value or 0.0)})
 
 
-@lowers(torch.squeeze, "squeeze")
+@lowers(OP.squeeze, torch.squeeze, "squeeze")
 def _squeeze(cx, x, dim=None):
     dims = () if dim is None else _dims(dim, _rank(x))
     if dims:
@@ -554,12 +605,12 @@ def _squeeze(cx, x, dim=None):
     return cx.emit("squeeze", [x], {"dims": dims})
 
 
-@lowers(torch.unsqueeze, "unsqueeze")
+@lowers(OP.unsqueeze, torch.unsqueeze, "unsqueeze")
 def _unsqueeze(cx, x, dim):
     return cx.emit("unsqueeze", [x], {"dim": _nd(dim, _rank(x) + 1)})
 
 
-@lowers("expand")
+@lowers(OP.expand, "expand")
 def _expand(cx, x, *shape):
     shape = list(_shape_args(shape))
     off = len(shape) - _rank(x)
@@ -571,7 +622,7 @@ def _expand(cx, x, *shape):
     return cx.emit("expand", [x], {"shape": tuple(shape)})
 
 
-@lowers("expand_as")
+@lowers(OP.expand, "expand_as")
 def _expand_as(cx, x, other):
     return _expand(cx, x, *other.type.shape)
 
@@ -587,7 +638,7 @@ def _fill_like(cx, x, *a, **k):
                      "with x.shape, which is known while tracing", user_loc())
 
 
-@lowers(operator.getitem)
+@lowers(OP.unsqueeze, OP.slice_, OP.index_, operator.getitem)
 def _getitem(cx, x, idx):
     if not isinstance(x, Value):
         return x[idx]  # a tuple from a multi-result rule, e.g. torch.max(x, dim)

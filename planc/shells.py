@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
+from planc.ir import ops
 from planc.ir.graph import Value
+from planc.ir.ops import OP
 from planc.ir.types import DTYPES, PUBLIC, SECRET, TensorType, join, private
 
 from .errors import TraceError, user_loc
@@ -118,7 +120,7 @@ def _reveal_marker(x, to):
     raise AssertionError("only called through the tracer")
 
 
-@lowers(_reveal_marker)
+@lowers(OP.reveal, _reveal_marker)
 def _lower_reveal(cx, x, to):
     k = -1 if to == "all" else cx.b.party(to)
     if x.type.vis.is_public:
@@ -142,7 +144,7 @@ def _share_marker(x):
     raise AssertionError("only called through the tracer")
 
 
-@lowers(_share_marker)
+@lowers(OP.share, _share_marker)
 def _lower_share(cx, x):
     if x.type.vis.is_secret:
         return x
@@ -363,3 +365,12 @@ def torch_dtype_of(dt: str):
     from .tracer import torch_dtype
 
     return torch_dtype(dt)
+
+
+# the user-facing name of each shell, for `planc ops`
+for _marker, _name in ((_load_marker, "planc.load"), (_reveal_marker, "planc.reveal"),
+                       (_share_marker, "planc.share"), (_call_marker, "planc.load_model")):
+    _marker.planc_name = _name
+
+# every computing op can now be reached from traced code
+ops.check("lower")

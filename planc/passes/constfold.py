@@ -11,13 +11,11 @@ from dataclasses import dataclass
 import torch
 
 from planc.ir.graph import Node, make_attrs
+from planc.ir import ops
 from planc.runtime.reference import RULES, TORCH_DTYPE
 
 from .base import Pass, register
 from .rewrite import map_blocks, substitute, with_nodes
-
-_NEVER = {"load", "input", "const", "call", "share", "reveal", "loop", "yield", "return"}
-
 
 def fold_block(nodes):
     scalars: dict[str, torch.Tensor] = {}
@@ -30,10 +28,11 @@ def fold_block(nodes):
             scalars[n.result.name] = torch.tensor(n.attr("value"), dtype=TORCH_DTYPE[n.result.type.dtype])
             out.append(n)
             continue
-        if (n.op not in _NEVER and n.results and len(n.results) == 1 and n.result.type.vis.is_public
+        d = ops.get(n.op)
+        if (d.computes and not d.moves and n.results and len(n.results) == 1 and n.result.type.vis.is_public
                 and n.result.type.shape == () and n.operands and all(v.name in scalars for v in n.operands)):
             try:
-                (val,) = RULES[n.op](n, [scalars[v.name] for v in n.operands], n.attr_dict)
+                (val,) = d.rule("reference")(n, [scalars[v.name] for v in n.operands], n.attr_dict)
             except Exception:  # leave it for run time, which reports it with the user's line
                 out.append(n)
                 continue

@@ -3,7 +3,7 @@
 - results get the type their op's rule gives for the (possibly changed) operands;
 - where values of different owners, or a private value and a secret, meet in an op that
   needs shares, a ``share`` of the private operand is inserted;
-- a product (mul, matmul, linear, conv2d, batch_norm) whose operand is a ``share`` of a
+- a product (an op with the ``product`` trait) whose operand is a ``share`` of a
   private value takes the private value itself: its protocol then lets the owner send
   its masked operand once instead of every party opening shares of it (the cheaper
   private x secret protocol); the unused share disappears in dce;
@@ -18,9 +18,6 @@ from planc.ir.graph import Node, Region, Value
 
 from .base import Pass, register
 from .rewrite import Namer, with_nodes
-
-PRODUCTS = frozenset({"mul", "matmul", "linear", "conv2d", "batch_norm"})
-
 
 @register
 @dataclass(frozen=True)
@@ -39,7 +36,7 @@ class Visibility(Pass):
                 if n.regions:
                     n = replace(n, regions=tuple(Region(r.params, block(r.nodes)) for r in n.regions))
                 d = ops.REGISTRY[n.op]
-                if n.op in PRODUCTS:
+                if d.product:
                     n = replace(n, operands=tuple(_unshared(defs, v) for v in n.operands))
                 if not d.declared and not d.terminator:
                     n = self._retype(n, out, namer, mapping)
@@ -54,9 +51,7 @@ class Visibility(Pass):
         attrs = n.attr_dict
         try:
             types = ops.infer_types(n.op, [v.type for v in n.operands], attrs)
-        except ops.TypeRuleError as e:
-            if "share it first" not in str(e):
-                raise
+        except ops.MixesSecret:
             shared = []
             for v in n.operands:
                 if v.type.vis.is_private:

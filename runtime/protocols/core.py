@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planc.ir.ops import register
+from planc.ir.ops import call_site, register
 
 
 @dataclass
@@ -27,13 +27,13 @@ class Ex:
 
 def protocol(*defs):
     """Decorator: the secret-shared protocol of each op in `defs` (op definitions)."""
-    return register("protocol", *defs)
+    return register("protocol", *defs, where=call_site(1))
 
 
 def bound(op, abs_err: float, rel_err: float, domain: str, rounds: str = ""):
     """State op's error bound: |result - f(x)| <= abs_err + rel_err |f(x)| for the
     fixed-point x the protocol receives, on `domain`; tests measure it."""
-    return register("bound", op, where=_caller())(Bound(abs_err, rel_err, domain, rounds))
+    return register("bound", op, where=call_site(1))(Bound(abs_err, rel_err, domain, rounds))
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,6 @@ def _pow2(v: float) -> str:
     if v > 0 and math.log2(v).is_integer():
         return f"2^{int(math.log2(v))}"
     return f"{v:g}"
-
-
-def _caller() -> str:
-    import sys
-
-    f = sys._getframe(2)
-    return f"{f.f_code.co_filename}:{f.f_lineno}"
 
 
 def merge(exs):
