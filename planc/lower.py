@@ -497,6 +497,16 @@ def _clamp(cx, x, min=None, max=None):
     return x
 
 
+@lowers(OP.where, OP.gt, OP.lt, F.hardtanh, F.hardtanh_)
+def _hardtanh(cx, x, min_val=-1.0, max_val=1.0, inplace=False):
+    return _clamp(cx, x, min_val, max_val)
+
+
+@lowers(OP.where, OP.gt, OP.lt, F.relu6)
+def _relu6(cx, x, inplace=False):
+    return _clamp(cx, x, 0.0, 6.0)
+
+
 # ------------------------------------------------------------------ comparisons
 
 
