@@ -14,7 +14,7 @@ from torch import nn
 from planc.ir import ops
 from planc.runtime import interpreter  # noqa: F401  (registers every protocol and bound)
 
-from . import lower, samples
+from . import lower, samples, shells  # noqa: F401  (shells register the lowerings of share and reveal)
 from .lower import LOWER, describe_target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,4 +133,4 @@ def torch_surface() -> list[tuple[str, str, str]]:
     return rows
 
 
-del lower, torch
+del lower, shells, torch
