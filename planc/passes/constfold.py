@@ -12,7 +12,7 @@ import torch
 
 from planc.ir.graph import Node, make_attrs
 from planc.ir import ops
-from planc.runtime.reference import RULES, TORCH_DTYPE
+from planc.runtime.dtypes import TORCH_DTYPE
 
 from .base import Pass, register
 from .rewrite import map_blocks, substitute, with_nodes

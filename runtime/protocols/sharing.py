@@ -14,7 +14,7 @@ from planc.ir.ops import OP
 
 from .core import Ex, protocol
 from ..party import ABSENT, Shared
-from ..reference import TORCH_DTYPE
+from ..dtypes import TORCH_DTYPE
 from .common import open_all, open_to, shared
 
 
