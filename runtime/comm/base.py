@@ -46,7 +46,6 @@ class Counters:
                     messages=self.messages, dealer_bytes=self.dealer_bytes)
 
 
-Spec = tuple  # (shape, torch dtype)
 
 
 def nbytes(shape, dtype) -> int:
