@@ -46,8 +46,6 @@ class Counters:
                     messages=self.messages, dealer_bytes=self.dealer_bytes)
 
 
-
-
 def nbytes(shape, dtype) -> int:
     n = 1
     for d in shape:
