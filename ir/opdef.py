@@ -88,6 +88,10 @@ class OpDef:
     moves: bool = False  # changes who sees a value (share, reveal): never folded away
     always_allowed: bool = False  # no policy can refuse it (it computes nothing itself)
     approximate: bool = False  # its protocol approximates: it has a stated error bound
+    # a plain elementwise op equal to torch.<torch_fn>: its reference rule, lowering
+    # (torch.f, F.f, Tensor.f) and sample derive from the name, so the op needs only
+    # its declaration and its protocol
+    torch_fn: str | None = None
     rules: dict = field(default_factory=dict, repr=False)  # kind -> Rule
 
     @property
@@ -155,6 +159,9 @@ KINDS = {k.name: k for k in (
          lambda d: d.computes and not d.moves, "planc/samples.py"),
     Kind("bilinear", "the bilinear map of a product, on ring tensors", None, "runtime/protocols/beaver.py"),
     Kind("hint", "what a policy suggests instead when it refuses the op", None, "ir/policy.py"),
+    # kinds the next layers fill: gradients for training, ONNX import
+    Kind("vjp", "its vector-Jacobian product, for gradients on the IR", None, "planc/autodiff/"),
+    Kind("onnx", "the ONNX node types that map to it", None, "planc/onnx/"),
 )}
 
 

@@ -72,13 +72,13 @@ op("batch_norm", ("x", "mean", "var", "weight", "bias"), {"eps": Attr("float", 1
    communicates=True, product=True, doc="(x - mean) / sqrt(var + eps) * weight + bias, per channel")
 
 # non-linear
-op("relu", ("x",), {}, _unary, communicates=True, doc="max(x, 0)")
-op("sigmoid", ("x",), {}, _unary_float, communicates=True, approximate=True, doc="1 / (1 + exp(-x))")
-op("tanh", ("x",), {}, _unary_float, communicates=True, approximate=True, doc="hyperbolic tangent")
-op("exp", ("x",), {}, _unary_float, communicates=True, approximate=True, doc="e^x")
-op("log", ("x",), {}, _unary_float, communicates=True, approximate=True, doc="natural logarithm")
-op("reciprocal", ("x",), {}, _unary_float, communicates=True, approximate=True, doc="1 / x")
-op("sqrt", ("x",), {}, _unary_float, communicates=True, approximate=True, doc="square root")
+op("relu", ("x",), {}, _unary, communicates=True, torch_fn="relu", doc="max(x, 0)")
+op("sigmoid", ("x",), {}, _unary_float, communicates=True, torch_fn="sigmoid", approximate=True, doc="1 / (1 + exp(-x))")
+op("tanh", ("x",), {}, _unary_float, communicates=True, torch_fn="tanh", approximate=True, doc="hyperbolic tangent")
+op("exp", ("x",), {}, _unary_float, communicates=True, torch_fn="exp", approximate=True, doc="e^x")
+op("log", ("x",), {}, _unary_float, communicates=True, torch_fn="log", approximate=True, doc="natural logarithm")
+op("reciprocal", ("x",), {}, _unary_float, communicates=True, torch_fn="reciprocal", approximate=True, doc="1 / x")
+op("sqrt", ("x",), {}, _unary_float, communicates=True, torch_fn="sqrt", approximate=True, doc="square root")
 op("softmax", ("x",), {"dim": Attr("int")}, _softmax, communicates=True, approximate=True,
    doc="exp(x) / sum(exp(x)) along dim")
 op("log_softmax", ("x",), {"dim": Attr("int")}, _softmax, communicates=True, approximate=True,

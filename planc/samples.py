@@ -32,13 +32,6 @@ sample(OP.avg_pool2d, lambda x, y: F.avg_pool2d(x.reshape(1, 1, 4, 6), 2))
 sample(OP.max_pool2d, lambda x, y: F.max_pool2d(x.reshape(1, 1, 4, 6), 2))
 sample(OP.adaptive_avg_pool2d, lambda x, y: F.adaptive_avg_pool2d(x.reshape(1, 1, 4, 6), (2, 2)))
 sample(OP.batch_norm, lambda x, y: F.batch_norm(x, y[0], x[0] + 1.0, y[1], y[2]))
-sample(OP.relu, lambda x, y: F.relu(y))
-sample(OP.sigmoid, lambda x, y: torch.sigmoid(y))
-sample(OP.tanh, lambda x, y: torch.tanh(y))
-sample(OP.exp, lambda x, y: torch.exp(y))
-sample(OP.log, lambda x, y: torch.log(x))
-sample(OP.reciprocal, lambda x, y: torch.reciprocal(x))
-sample(OP.sqrt, lambda x, y: torch.sqrt(x))
 sample(OP.softmax, lambda x, y: F.softmax(y, 1))
 sample(OP.log_softmax, lambda x, y: F.log_softmax(y, 1))
 sample(OP.sum_, lambda x, y: y.sum(1))
@@ -63,6 +56,11 @@ sample(OP.pad, lambda x, y: F.pad(y, (1, 1), value=0.5))
 sample(OP.squeeze, lambda x, y: y.unsqueeze(0).squeeze(0))
 sample(OP.unsqueeze, lambda x, y: y.unsqueeze(1))
 sample(OP.expand, lambda x, y: y.unsqueeze(0).expand(2, 4, 6))
+
+# plain elementwise ops: torch's function on the positive input
+for _d in ops.REGISTRY.values():
+    if _d.torch_fn and _d.rule("sample") is None:
+        ops.register("sample", _d, where=ops.call_site(0))(lambda x, y, _f=getattr(torch, _d.torch_fn): _f(x))
 
 ops.check("sample")
 

@@ -215,13 +215,6 @@ register("reference", OP.avg_pool2d)(_avg_pool2d)
 register("reference", OP.max_pool2d)(_max_pool2d)
 register("reference", OP.adaptive_avg_pool2d)(_adaptive_avg_pool2d)
 register("reference", OP.batch_norm)(_batch_norm)
-register("reference", OP.relu)(_unary(torch.relu))
-register("reference", OP.sigmoid)(_unary(torch.sigmoid))
-register("reference", OP.tanh)(_unary(torch.tanh))
-register("reference", OP.exp)(_unary(torch.exp))
-register("reference", OP.log)(_unary(torch.log))
-register("reference", OP.reciprocal)(_unary(torch.reciprocal))
-register("reference", OP.sqrt)(_unary(torch.sqrt))
 register("reference", OP.softmax)(_softmax)
 register("reference", OP.log_softmax)(_log_softmax)
 register("reference", OP.sum_)(_reduce(torch.sum))
@@ -246,6 +239,11 @@ register("reference", OP.pad)(_pad)
 register("reference", OP.squeeze)(_squeeze)
 register("reference", OP.unsqueeze)(_unsqueeze)
 register("reference", OP.expand)(_expand)
+
+# plain elementwise ops: torch's function of the same name
+for _d in ops.REGISTRY.values():
+    if _d.torch_fn and _d.rule("reference") is None:
+        register("reference", _d, where=ops.call_site(0))(_unary(getattr(torch, _d.torch_fn)))
 
 ops.check("reference")
 

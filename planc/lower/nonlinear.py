@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from planc.ir.graph import Value
+from planc.ir import ops
 from planc.ir.ops import OP
 
 from ..errors import TraceError, user_loc
@@ -25,16 +26,14 @@ def _unary(d):
     return rule
 
 
-for _d, _targets in (
-    (OP.relu, (F.relu, torch.relu, "relu", "relu_", torch.relu_)),
-    (OP.sigmoid, (torch.sigmoid, F.sigmoid, "sigmoid")),
-    (OP.tanh, (torch.tanh, F.tanh, "tanh")),
-    (OP.exp, (torch.exp, "exp")),
-    (OP.log, (torch.log, "log")),
-    (OP.reciprocal, (torch.reciprocal, "reciprocal")),
-    (OP.sqrt, (torch.sqrt, "sqrt")),
-):
-    lowers(_d, *_targets)(_unary(_d))
+# plain elementwise ops (torch_fn): torch.f, F.f where it exists, and the method Tensor.f
+for _d in ops.REGISTRY.values():
+    if _d.torch_fn:
+        _targets = {getattr(torch, _d.torch_fn), getattr(F, _d.torch_fn, None)} - {None}
+        if hasattr(torch.Tensor, _d.torch_fn):
+            _targets.add(_d.torch_fn)
+        lowers(_d, *sorted(_targets, key=str))(_unary(_d))
+lowers(OP.relu, "relu_", torch.relu_)(_unary(OP.relu))  # in place: the traced value is replaced
 
 
 @lowers(OP.reciprocal, OP.sqrt, torch.rsqrt, "rsqrt")
