@@ -50,3 +50,26 @@ def describe(e: BaseException) -> str:
     lines = [s for s in str(e).splitlines() if s.strip()]
     first = lines[0].strip() if lines else ""
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def missing_tag(tag: str, want, party: str, supplied, elsewhere=()) -> str:
+    """Why a load found nothing: ``no tensor under tag 'mnist/test' (expected ...); the tags
+    supplied for bob: 'mnist/tset'; closest match 'mnist/tset' (misspelt?)``
+
+    supplied: the tags this party was given (a dict or any iterable of names);
+    elsewhere: the other parties that were given a tensor under this very tag."""
+    import difflib
+
+    text = f"no tensor under tag {tag!r} (expected {want})"
+    elsewhere = list(elsewhere)
+    if elsewhere:
+        text += f"; party {', '.join(elsewhere)} holds one, but the plan loads it from {party}"
+    tags = sorted(str(t) for t in (supplied or ()))
+    if not tags:
+        return text + f"; no tensors were supplied for {party}"
+    shown = ", ".join(map(repr, tags[:20])) + (f" and {len(tags) - 20} more" if len(tags) > 20 else "")
+    text += f"; the tags supplied for {party}: {shown}"
+    close = difflib.get_close_matches(tag, tags, n=1, cutoff=0.6)
+    if close:
+        text += f"; closest match {close[0]!r} (misspelt?)"
+    return text

@@ -19,7 +19,7 @@ import torch
 from planc.ir import ops
 from planc.ir.graph import Graph, Node
 
-from .errors import DataError, PlanRuntimeError, describe
+from .errors import DataError, PlanRuntimeError, describe, missing_tag
 from .party import ABSENT, Party, Shared
 from .protocols.core import Ex, local, merge, split
 from .reference import TORCH_DTYPE, _fit_problem
@@ -241,7 +241,7 @@ class Interpreter:
                 return ABSENT
             x = self.data.get(a["tag"])
             if x is None:
-                raise DataError(node, self.P.name, f"no tensor under tag {a['tag']!r} (expected {t})", graph=self.g)
+                raise DataError(node, self.P.name, missing_tag(a["tag"], t, self.P.name, self.data), graph=self.g)
             bad = _fit_problem(x, t)
             if bad:
                 raise DataError(node, self.P.name, f"tag {a['tag']!r}: {bad}", graph=self.g)
