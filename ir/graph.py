@@ -20,11 +20,31 @@ AttrValue = int | float | bool | str | None | tuple
 
 @dataclass(frozen=True, slots=True)
 class Loc:
+    """Where a node comes from in the user's code.
+
+    file, line: the innermost frame of the user's code that made the node (for an op of
+    a library module such as ``nn.Conv2d``, the line that called the module).
+    module: the path of the submodule whose ``forward`` made the node, relative to the
+    module the user's code called (``"features.3"``, as in ``named_modules()`` and in the
+    load tags of its weights); None outside submodules.
+    module_class: that submodule's class name (``"Conv2d"``); only with module.
+    """
+
     file: str
     line: int
+    module: str | None = None
+    module_class: str | None = None
+
+    def __post_init__(self):
+        if self.module_class is not None and self.module is None:
+            raise ValueError("Loc: module_class needs the module path as well")
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}"
+        """``file:line``, then ``in <module> (<class>)`` inside a submodule."""
+        at = f"{self.file}:{self.line}"
+        if self.module is None:
+            return at
+        return f"{at} in {self.module}" + (f" ({self.module_class})" if self.module_class is not None else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +120,6 @@ class Graph:
         if self.nodes and self.nodes[-1].op == "return":
             return self.nodes[-1].operands
         return ()
-
-    def party_index(self, name: str) -> int:
-        try:
-            return self.parties.index(name)
-        except ValueError:
-            raise KeyError(f"plan @{self.name} has no party {name!r}; parties are {', '.join(self.parties)}") from None
 
     def walk(self) -> Iterator[Node]:
         """Every node, nested regions included, in program order."""

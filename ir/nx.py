@@ -7,9 +7,12 @@ parameters are defined by the loop node itself.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import networkx as nx
 
-from .graph import Graph, Node
+if TYPE_CHECKING:  # annotations only: graph.py imports this module for Graph.to_networkx
+    from .graph import Graph, Node
 
 
 def node_key(n: Node, index: int) -> str:

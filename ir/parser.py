@@ -6,7 +6,8 @@ defaults, operands carrying the type of their definition, result types as writte
 Names, scopes and attributes are checked here because only here do we still know where
 they were written; types and visibilities are the verifier's job (``parse_and_verify``).
 
-Every error is a ``ParseError`` whose message starts ``file:line:col: ``.
+Every error is a ``ParseError`` whose message starts ``file:line:col: ``; its fields
+(file, line, column, problem, and op / attr where they apply) say the same as data.
 """
 from __future__ import annotations
 
@@ -23,8 +24,13 @@ from .types import TensorType, Vis
 
 
 class ParseError(ValueError):
-    def __init__(self, file: str, line: int, column: int, problem: str):
+    """Text that is not a plan. file, line, column: where (1-based); problem: what, without
+    the location; op, attr: the op and the attribute at fault, when the problem is one."""
+
+    def __init__(self, file: str, line: int, column: int, problem: str, *, op: str | None = None,
+                 attr: str | None = None):
         self.file, self.line, self.column, self.problem = file, line, column, problem
+        self.op, self.attr = op, attr
         super().__init__(f"{file}:{line}:{column}: {problem}")
 
 
@@ -96,6 +102,24 @@ def _syntax_error(e: UnexpectedInput, text: str, file: str) -> ParseError:
 # ---------------------------------------------------------------- tree -> graph
 
 
+def _culprit(d: ops.OpDef, given: dict) -> str | None:
+    """The attribute that ops.full_attrs refuses, found from the declaration, not from the
+    message: the first unknown one as written, else the first ill-kinded or missing one in
+    declaration order (the order full_attrs checks them in). Used when the TypeRuleError
+    does not say (its optional `attr` field)."""
+    for k in given:
+        if k not in d.attrs:
+            return k
+    for k, spec in d.attrs.items():
+        if k in given:
+            v = tuple(given[k]) if isinstance(given[k], list) else given[k]
+            if not ops.check_attr(spec.kind, v):
+                return k
+        elif spec.required:
+            return k
+    return None
+
+
 def _items(t):
     """Children of an optional list rule; lark puts a None where it was left out."""
     return () if t is None else [c for c in t.children if c is not None]
@@ -107,8 +131,8 @@ class _Reader:
         self.parties: dict[str, int] = {}
         self.defined: dict[str, Token] = {}  # every value name of the graph, where first defined
 
-    def fail(self, tok, msg) -> ParseError:
-        return ParseError(self.file, getattr(tok, "line", 1) or 1, getattr(tok, "column", 1) or 1, msg)
+    def fail(self, tok, msg, **fields) -> ParseError:
+        return ParseError(self.file, getattr(tok, "line", 1) or 1, getattr(tok, "column", 1) or 1, msg, **fields)
 
     def graph(self, tree: Tree) -> Graph:
         name, *rest = tree.children
@@ -188,8 +212,11 @@ class _Reader:
     def loc(self, t) -> Loc | None:
         if not t.children:
             return None
-        f, line = t.children
-        return Loc(self.string(f), int(line))
+        f, line, module = t.children
+        if module is None:
+            return Loc(self.string(f), int(line))
+        path, cls = module.children
+        return Loc(self.string(f), int(line), self.string(path), None if cls is None else self.string(cls))
 
     def attrs(self, t) -> dict:
         """name -> (value, token of the name)."""
@@ -216,15 +243,14 @@ class _Reader:
     def full_attrs(self, op_tok, given: dict) -> tuple:
         """Attributes as Builder stores them; errors point at the attribute at fault."""
         d = ops.REGISTRY[str(op_tok)]
+        values = {k: v for k, (v, _) in given.items()}
         try:
-            full = ops.full_attrs(d, {k: v for k, (v, _) in given.items()})
+            full = ops.full_attrs(d, values)
         except ops.TypeRuleError as e:
-            msg = str(e)
-            at = op_tok  # a missing attribute: point at the op
-            for k, (_, tok) in given.items():
-                if f"'{k}'" in msg or f"attribute {k}=" in msg:
-                    at = tok
-            raise self.fail(at, msg) from None
+            attr = getattr(e, "attr", None) or _culprit(d, values)
+            # an attribute that was written: point at it; a missing one: at the op
+            at = given[attr][1] if attr in given else op_tok
+            raise self.fail(at, str(e), op=d.name, attr=attr) from None
         return make_attrs(full)
 
     def check_op(self, tok):

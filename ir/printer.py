@@ -14,15 +14,21 @@ Layout (DESIGN §3)::
       return %y
     }
 
+A node made inside a submodule names it and its class after the line:
+``loc("a.py":20 in "features.3": "Conv2d")``.
+
 Attributes equal to their declared default are left out; the parser fills them in.
 """
 from __future__ import annotations
 
 import json
 import math
+from typing import TYPE_CHECKING
 
 from . import ops
-from .graph import Graph, Node
+
+if TYPE_CHECKING:  # annotations only: graph.py imports this module to print itself
+    from .graph import Graph, Loc, Node
 
 TYPE_COLUMN = 44
 
@@ -97,29 +103,45 @@ def _types(n: Node) -> str:
     return ", ".join(str(r.type) for r in n.results)
 
 
+def fmt_loc(loc: Loc) -> str:
+    """``loc("file":line)``, with ``in "module": "Class"`` for a node made in a submodule."""
+    out = f"{json.dumps(loc.file)}:{loc.line}"
+    if loc.module is not None:
+        out += f" in {json.dumps(loc.module)}"
+        if loc.module_class is not None:
+            out += f": {json.dumps(loc.module_class)}"
+    return f"loc({out})"
+
+
 def _loc(n: Node) -> str:
-    return f"  loc({json.dumps(n.loc.file)}:{n.loc.line})" if n.loc else ""
+    return "  " + fmt_loc(n.loc) if n.loc else ""
 
 
-def _lines(g: Graph, nodes, indent: str, out: list[str]):
+def _lines(g: Graph, nodes, indent: str, out: list[tuple[str, Node | None]]):
     for n in nodes:
         head = indent + _head(g, n)
         if n.regions:
             (body,) = n.regions
-            out.append(head + " {")
+            out.append((head + " {", n))
             params = ", ".join(f"{p}: {p.type}" for p in body.params)
-            out.append(f"{indent}  ^({params}):")
+            out.append((f"{indent}  ^({params}):", None))
             _lines(g, body.nodes, indent + "    ", out)
-            out.append(f"{indent}}} : {_types(n)}{_loc(n)}")
+            out.append((f"{indent}}} : {_types(n)}{_loc(n)}", None))
             continue
         if n.results:
             head = head.ljust(TYPE_COLUMN) + " : " + _types(n)
-        out.append(head + _loc(n))
+        out.append((head + _loc(n), n))
+
+
+def print_lines(g: Graph) -> list[tuple[str, Node | None]]:
+    """The printed lines of `g`, each with the node it starts (None for the header, a loop
+    body's parameters and closing lines): what error messages quote as context."""
+    parties = ", ".join(f"{p}={i}" for i, p in enumerate(g.parties))
+    out: list[tuple[str, Node | None]] = [(f"plan @{g.name}(parties: {parties}) {{", None)]
+    _lines(g, g.nodes, "  ", out)
+    out.append(("}", None))
+    return out
 
 
 def print_graph(g: Graph) -> str:
-    parties = ", ".join(f"{p}={i}" for i, p in enumerate(g.parties))
-    out = [f"plan @{g.name}(parties: {parties}) {{"]
-    _lines(g, g.nodes, "  ", out)
-    out.append("}")
-    return "\n".join(out) + "\n"
+    return "\n".join(line for line, _ in print_lines(g)) + "\n"

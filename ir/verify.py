@@ -11,9 +11,27 @@ from .types import PUBLIC, TensorType, join, private
 
 
 class VerifyError(ValueError):
-    def __init__(self, msg: str, node: Node | None = None, graph: Graph | None = None):
+    """A graph breaks an invariant of the IR.
+
+    The fields say where and what, so that callers never parse the message:
+    node:    the node at fault, or None for a problem of the whole plan (its name, parties);
+    op:      that node's op (None without a node);
+    loc:     that node's source location, if any;
+    operand: index of the operand at fault, when one is;
+    attr:    name of the attribute at fault, when one is;
+    problem: the bare description, without location or context.
+    The message is ``<loc>: <op> %<result>: <problem>`` and a few printed lines of IR
+    around the node.
+    """
+
+    def __init__(self, msg: str, node: Node | None = None, graph: Graph | None = None, *,
+                 operand: int | None = None, attr: str | None = None):
         self.node = node
         self.problem = msg
+        self.op = node.op if node is not None else None
+        self.loc = node.loc if node is not None else None
+        self.operand = operand
+        self.attr = attr
         text = f"{node.where()}: {msg}" if node is not None else msg
         if node is not None and graph is not None:
             ctx = context(graph, node)
@@ -25,20 +43,19 @@ class VerifyError(ValueError):
 def context(graph: Graph, node: Node, around: int = 2) -> str:
     """A few printed lines of IR around `node`, the node's own marked with `>`."""
     try:
-        from .printer import print_graph
+        from .printer import print_lines
 
-        lines = print_graph(graph).splitlines()
+        lines = print_lines(graph)
     except Exception:  # the printer must never hide the real error
         return ""
-    key = f"{node.results[0]} " if node.results else None
-    for i, line in enumerate(lines):
-        s = line.strip()
-        if (key and (s.startswith(key) or s.startswith(key.strip() + ","))) or (
-            not key and s.startswith(node.op)
-        ):
-            lo, hi = max(0, i - around), min(len(lines), i + around + 1)
-            return "\n".join(("  > " if j == i else "    ") + lines[j].rstrip() for j in range(lo, hi))
-    return ""
+    # the printer says which node starts each line: find ours by identity, else by value
+    at = next((i for i, (_, n) in enumerate(lines) if n is node), None)
+    if at is None:
+        at = next((i for i, (_, n) in enumerate(lines) if n is not None and n == node), None)
+    if at is None:
+        return ""
+    lo, hi = max(0, at - around), min(len(lines), at + around + 1)
+    return "\n".join(("  > " if j == at else "    ") + lines[j][0].rstrip() for j in range(lo, hi))
 
 
 def verify(graph: Graph) -> Graph:
@@ -52,8 +69,12 @@ class _Verifier:
         self.g = g
         self.defined: set[str] = set()
 
-    def fail(self, node, msg):
-        raise VerifyError(msg, node, self.g)
+    def fail(self, node, msg, *, operand: int | None = None, attr: str | None = None):
+        raise VerifyError(msg, node, self.g, operand=operand, attr=attr)
+
+    def rule_failed(self, node, e: ops.TypeRuleError):
+        # TypeRuleError may say which attribute or operand broke the rule (optional fields)
+        self.fail(node, str(e), operand=getattr(e, "operand", None), attr=getattr(e, "attr", None))
 
     def run(self):
         g = self.g
@@ -86,9 +107,9 @@ class _Verifier:
         if n.op not in ops.REGISTRY:
             self.fail(n, f"unknown op {n.op!r}")
         d = ops.REGISTRY[n.op]
-        for v in n.operands:
+        for i, v in enumerate(n.operands):
             if v.name not in scope:
-                self.fail(n, f"operand %{v.name} is used before it is defined or outside its scope")
+                self.fail(n, f"operand %{v.name} is used before it is defined or outside its scope", operand=i)
         for r in n.results:
             if r.name in self.defined:
                 self.fail(n, f"value %{r.name} is defined twice")
@@ -96,7 +117,7 @@ class _Verifier:
         try:
             full = ops.full_attrs(d, n.attr_dict)
         except ops.TypeRuleError as e:
-            self.fail(n, str(e))
+            self.rule_failed(n, e)
         if make_attrs(full) != n.attrs:
             self.fail(n, "attributes are not canonical (defaults must be spelled out, sorted by name)")
         for t in [v.type for v in n.operands] + [v.type for v in n.results]:
@@ -114,13 +135,13 @@ class _Verifier:
         try:
             want = ops.infer_types(n.op, [v.type for v in n.operands], full)
         except ops.TypeRuleError as e:
-            self.fail(n, str(e))
+            self.rule_failed(n, e)
         got = [r.type for r in n.results]
         if want != got:
             self.fail(n, f"result type is {', '.join(map(str, got))} but {n.op} of "
                          f"{', '.join(str(v.type) for v in n.operands)} gives {', '.join(map(str, want))}")
         if n.op == "reveal" and full["to"] >= len(self.g.parties):
-            self.fail(n, f"reveal to party {full['to']}, but the plan has {len(self.g.parties)} parties")
+            self.fail(n, f"reveal to party {full['to']}, but the plan has {len(self.g.parties)} parties", attr="to")
 
     def one_result(self, n):
         if len(n.results) != 1:
@@ -132,11 +153,11 @@ class _Verifier:
         if n.op == "load":
             t = self.one_result(n)
             if not (0 <= a["owner"] < nparty):
-                self.fail(n, f"load from party {a['owner']}, but the plan has {nparty} parties")
+                self.fail(n, f"load from party {a['owner']}, but the plan has {nparty} parties", attr="owner")
             if t.vis != private(a["owner"]):
                 self.fail(n, f"load from party {a['owner']} must be private<{a['owner']}>, not {t.vis}")
             if not a["tag"]:
-                self.fail(n, "load needs a non-empty tag")
+                self.fail(n, "load needs a non-empty tag", attr="tag")
         elif n.op in ("input", "const"):
             t = self.one_result(n)
             if t.vis != PUBLIC:
@@ -147,10 +168,10 @@ class _Verifier:
                 if a["value"] is not None and t.shape != ():
                     self.fail(n, f"an inline const is a scalar, not {t}")
             elif a["index"] < 0:
-                self.fail(n, "input index must be >= 0")
+                self.fail(n, "input index must be >= 0", attr="index")
         elif n.op == "call":
             if not (0 <= a["owner"] < nparty):
-                self.fail(n, f"call of a model at party {a['owner']}, but the plan has {nparty} parties")
+                self.fail(n, f"call of a model at party {a['owner']}, but the plan has {nparty} parties", attr="owner")
             if not n.results:
                 self.fail(n, "call needs at least one result")
             vis = join(private(a["owner"]), *(v.type.vis for v in n.operands))
@@ -164,7 +185,7 @@ class _Verifier:
 
     def loop(self, n: Node, a: dict, scope):
         if a["trips"] < 0:
-            self.fail(n, "loop trips must be >= 0")
+            self.fail(n, "loop trips must be >= 0", attr="trips")
         (body,) = n.regions
         carried = [r.type for r in n.results]
         if [v.type for v in n.operands] != carried:

@@ -1,12 +1,14 @@
-"""Errors of the front end. Each names the user's `file:line` first, like a compiler."""
+"""Errors of the front end. Each names the user's `file:line` first, like a compiler, and
+the submodule it happened in (``mnist_cnn.py:44 in features.3 (Conv2d): ...``)."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import importlib.util
 import os
 import sys
 
 from planc.ir.graph import Loc
-
-import importlib.util
 
 # frames in these folders are planc's own, never the user's
 _PKG_DIRS = tuple(
@@ -33,13 +35,30 @@ def _internal(filename: str) -> bool:
     return f"{os.sep}torch{os.sep}" in f or f"{os.sep}python3." in f and "site-packages" not in f
 
 
+# the submodule whose forward runs while tracing: (path, class name), or None outside
+# submodules; set by the tracer around each module call (PlancTracer.call_module)
+_MODULE: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("planc_module", default=None)
+
+
+@contextlib.contextmanager
+def in_module(path: str | None, cls: str | None):
+    """Locations made inside name the submodule `path` of class `cls` (None: no submodule)."""
+    token = _MODULE.set((path, cls) if path is not None else None)
+    try:
+        yield
+    finally:
+        _MODULE.reset(token)
+
+
 def user_loc(skip: int = 1) -> Loc | None:
-    """Location of the innermost frame that belongs to the user, not to planc or torch."""
+    """Location of the innermost frame that belongs to the user, not to planc or torch,
+    and the submodule being traced, if any."""
     frame = sys._getframe(skip)
     while frame is not None:
         fn = frame.f_code.co_filename
         if not _internal(fn):
-            return Loc(display_path(fn), frame.f_lineno)
+            module = _MODULE.get()
+            return Loc(display_path(fn), frame.f_lineno, *(module or ()))
         frame = frame.f_back
     return None
 

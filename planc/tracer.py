@@ -26,7 +26,7 @@ from planc.ir.builder import Builder
 from planc.ir.graph import Value
 from planc.ir.types import PUBLIC, TORCH_TO_IR, IR_TO_TORCH, TensorType
 
-from .errors import TraceError, user_frames, user_loc
+from .errors import TraceError, in_module, user_frames, user_loc
 
 # products take a party's plaintext operand directly (cheaper than sharing it first)
 MIXED_OK = frozenset({"mul", "matmul", "linear", "conv2d", "batch_norm"})
@@ -122,6 +122,9 @@ class PlancTracer(fx.Tracer):
         self._shares: dict[str, Value] = {}
         self.outputs = None
         self.held: list = []  # specs passed to marker nodes by index: fx would rebuild dataclasses
+        # modules whose forward is running, innermost last: (module, path or None for a
+        # module the user's code called, {id(submodule): path} of that outermost module)
+        self._modules: list[tuple[torch.nn.Module, str | None, dict[int, str]]] = []
 
     def hold(self, obj) -> int:
         self.held.append(obj)
@@ -141,7 +144,25 @@ class PlancTracer(fx.Tracer):
         else:
             for name, t in list(m.named_parameters()) + list(m.named_buffers()):
                 self.names.setdefault(id(t), f"{type(m).__name__.lower()}.{name}")
-        return forward(*args, **kwargs)
+        path, paths = self._module_path(m)
+        self._modules.append((m, path, paths))
+        try:
+            # nodes made in the forward of a submodule name it: `features.3 (Conv2d)`
+            with in_module(path, type(m).__name__ if path is not None else None):
+                return forward(*args, **kwargs)
+        finally:
+            self._modules.pop()
+
+    def _module_path(self, m) -> tuple[str | None, dict[int, str]]:
+        """Path of submodule `m` in the module the user's code called (as in its
+        named_modules(), so `features.3` also prefixes its weights' load tags). A module
+        the user's code calls directly, or one not registered under the running module,
+        starts a new outermost module and has no path."""
+        if self._modules:
+            _, _, paths = self._modules[-1]
+            if id(m) in paths:
+                return paths[id(m)], paths
+        return None, {id(sub): name for name, sub in m.named_modules() if name}
 
     def getattr(self, attr, attr_val, parameter_proxy_cache):
         if isinstance(attr_val, torch.Tensor):

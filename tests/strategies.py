@@ -29,7 +29,10 @@ _party_names = st.sampled_from(["alice", "bob", "carol", "from", "to", "loop", "
 _graph_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.\-]{0,8}", fullmatch=True)
 _hints = st.none() | st.sampled_from(["x", "w", "h.1", "9lives", "ü", "", "loop", "return", "all", "%"])
 _files = st.sampled_from(["model.py", 'we"ird\\name.py', "ünïcode/π.py", "a b.py"]) | st.text(max_size=8)
-_locs = st.none() | st.builds(Loc, _files, st.integers(0, 10**6))
+_modules = st.sampled_from(["features.3", "fc", "layer1.0.conv1", 'we"ird', ""]) | st.text(max_size=6)
+_classes = st.none() | st.sampled_from(["Conv2d", "Sequential", "in", "ü"]) | st.text(max_size=6)
+_locs = (st.none() | st.builds(Loc, _files, st.integers(0, 10**6))
+         | st.builds(Loc, _files, st.integers(0, 10**6), _modules, _classes))
 _texts = st.text(max_size=8)
 _floats = st.floats(allow_nan=False) | st.integers(-3, 3)  # ints check the float conversion
 _dtypes = st.just("f32") | st.sampled_from(DTYPES)

@@ -31,10 +31,12 @@ def at_root(monkeypatch):
     monkeypatch.chdir(ROOT)  # locations print relative to the working directory
 
 
-def raises_at(fn, marker: str, message: str):
+def raises_at(fn, marker: str, message: str, module: str = ""):
+    """`module`: how the location names the submodule the error happened in, if any."""
     with pytest.raises(planc.TraceError) as e:
         planc.trace(fn)
-    assert str(e.value) == f"{FILE}:{line_of(marker)}: {message}"
+    assert str(e.value) == f"{FILE}:{line_of(marker)}{module}: {message}"
+    return e.value
 
 
 # ------------------------------------------------------------------ what tracing produces
@@ -312,7 +314,8 @@ def test_error_dropout_in_training_mode():
     def f():
         return planc.reveal(net(planc.load("x", owner="bob", shape=(1, 2))), to="bob")  # MARK-drop
 
-    raises_at(f, "MARK-drop", "dropout in training mode; call model.eval() before tracing")
+    e = raises_at(f, "MARK-drop", "dropout in training mode; call model.eval() before tracing", " in 1 (Dropout)")
+    assert (e.loc.module, e.loc.module_class) == ("1", "Dropout")
 
 
 def test_error_reveal_of_public_value():
@@ -379,3 +382,58 @@ def test_branching_on_a_secret_suggests_where():
     raises_at(f, "MARK-secret-if", "Python control flow (if/while/and/or/bool()) depends on a traced tensor, whose "
               "value is not known while tracing; use torch.where(cond, a, b) to choose between values, or "
               "planc.fori_loop for loops")
+
+
+# ------------------------------------------------------------------ locations name the submodule
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x)) * 2  # MARK-block
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 2, 1)
+        self.blocks = nn.Sequential(_Block(), _Block())
+        self.head = [nn.Flatten()]  # not registered: its own outermost module
+
+    def forward(self, x):
+        h = self.blocks(self.stem(x))  # MARK-net
+        return self.head[0](h).sum(1)  # MARK-head
+
+
+def test_locations_name_submodule_path_and_class():
+    net = _Net().eval()
+
+    def f():
+        x = planc.load("x", owner="bob", shape=(1, 1, 2, 2))
+        m = planc.owned(net, owner="alice", tag="net")
+        return planc.reveal(m(x), to="bob")  # MARK-call
+
+    g = planc.trace(f).graph
+    locs = {n.results[0].name: n.loc for n in g.nodes if n.results}
+    net_line, block_line = line_of("MARK-net"), line_of("MARK-block")
+    # a library module's ops: the line that called it, the path and class of the module
+    assert locs["stem_weight"] == planc.Loc(FILE, net_line, "stem", "Conv2d")
+    convs = [n.loc for n in g.nodes if n.op == "conv2d"]
+    assert convs == [planc.Loc(FILE, net_line, "stem", "Conv2d"),
+                     planc.Loc(FILE, block_line, "blocks.0.conv", "Conv2d"),
+                     planc.Loc(FILE, block_line, "blocks.1.conv", "Conv2d")]
+    # a user module's own ops: the line in its forward, and which instance
+    assert [n.loc for n in g.nodes if n.op == "relu"] == [planc.Loc(FILE, block_line, "blocks.0", "_Block"),
+                                                          planc.Loc(FILE, block_line, "blocks.1", "_Block")]
+    # the outermost module's own ops and a module outside its tree: no path
+    assert [n.loc for n in g.nodes if n.op == "sum"] == [planc.Loc(FILE, line_of("MARK-head"))]
+    assert [n.loc for n in g.nodes if n.op == "reveal"] == [planc.Loc(FILE, line_of("MARK-call"))]
+    text = str(g)
+    assert f'loc("{FILE}":{block_line} in "blocks.1.conv": "Conv2d")' in text
+    conv = [n for n in g.nodes if n.op == "conv2d"][2]
+    assert conv.where() == f"{FILE}:{block_line} in blocks.1.conv (Conv2d): conv2d %{conv.result.name}"
+    p = planc.trace(f)
+    assert Plan.from_bytes(p.to_bytes()) == p
