@@ -11,6 +11,7 @@ the same owner stay with that owner, everything else is secret.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 DTYPES = ("f32", "f64", "i64", "i32", "bool")
@@ -22,6 +23,29 @@ _RANK = {"bool": 0, "i32": 1, "i64": 2, "f32": 3, "f64": 4}
 
 def promote(a: str, b: str) -> str:
     return a if _RANK[a] >= _RANK[b] else b
+
+
+# the closed range of each integer dtype: torch's own check when it makes a scalar
+# (``torch.tensor(value, dtype=...)`` raises outside it, or wraps for i64)
+INT_RANGE = {"i32": (-2**31, 2**31 - 1), "i64": (-2**63, 2**63 - 1)}
+
+
+def scalar_problem(value: float, dtype: str) -> str | None:
+    """Why `value` (an inline constant's float) cannot be a scalar of `dtype`, or None.
+
+    Integer dtypes hold finite values in their range; bool only 0 and 1; the floating
+    dtypes hold any float (beyond f32's range it rounds to an infinity, as in torch).
+    """
+    if dtype == "bool":
+        if value not in (0, 1):
+            return f"value {value!r} does not fit bool (only 0 or 1)"
+    elif dtype in INT_RANGE:
+        lo, hi = INT_RANGE[dtype]
+        if not math.isfinite(value):
+            return f"value {value!r} does not fit {dtype} (not finite)"
+        if not lo <= value <= hi:
+            return f"value {value!r} does not fit {dtype} (range {lo} to {hi})"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from . import ops
 from .graph import Graph, Node, make_attrs
-from .types import PUBLIC, TensorType, join, private
+from .types import PUBLIC, TensorType, join, private, scalar_problem
 
 
 class VerifyError(ValueError):
@@ -167,6 +167,10 @@ class _Verifier:
                     self.fail(n, "const needs exactly one of name= (a tensor of the plan) or value= (a scalar)")
                 if a["value"] is not None and t.shape != ():
                     self.fail(n, f"an inline const is a scalar, not {t}")
+                if a["value"] is not None:
+                    problem = scalar_problem(a["value"], t.dtype)
+                    if problem:
+                        self.fail(n, f"inline const {problem}", attr="value")
             elif a["index"] < 0:
                 self.fail(n, "input index must be >= 0", attr="index")
         elif n.op == "call":

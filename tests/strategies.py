@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from planc.ir import ops
 from planc.ir.builder import Builder
 from planc.ir.graph import Loc
-from planc.ir.types import DTYPES, FLOAT_DTYPES, PUBLIC, SECRET, TensorType, join, private
+from planc.ir.types import DTYPES, FLOAT_DTYPES, INT_RANGE, PUBLIC, SECRET, TensorType, join, private
 
 I64 = TensorType("i64", (), PUBLIC)
 
@@ -36,6 +36,17 @@ _locs = (st.none() | st.builds(Loc, _files, st.integers(0, 10**6))
 _texts = st.text(max_size=8)
 _floats = st.floats(allow_nan=False) | st.integers(-3, 3)  # ints check the float conversion
 _dtypes = st.just("f32") | st.sampled_from(DTYPES)
+
+
+def _inline_values(dtype):
+    """Values an inline const of `dtype` holds (the verifier rejects the others)."""
+    if dtype == "bool":
+        return st.sampled_from([0.0, 1.0]) | st.integers(0, 1)
+    if dtype in INT_RANGE:
+        lo, hi = INT_RANGE[dtype]
+        # up to the largest float <= hi (2**63 - 1 is no float); ints check the float conversion
+        return st.floats(float(lo), float(hi) if float(hi) <= hi else float(hi) - 1024.0) | st.integers(-3, 3)
+    return _floats
 
 
 def _shape(lo=0, hi=3, dim_lo=1, dim_hi=4):
@@ -80,7 +91,7 @@ class _Gen:
             return self.emit("input", attrs={"index": d(st.integers(0, 5))}, types=[t])
         if kind == "const":
             return self.emit("const", attrs={"name": d(_texts)}, types=[t])
-        return self.emit("const", attrs={"value": d(_floats)}, types=[t])
+        return self.emit("const", attrs={"value": d(_inline_values(dtype))}, types=[t])
 
     def pick(self, ok=lambda t: True, shape=None, dtypes=DTYPES, vis=None):
         """A value in scope whose type passes `ok`, or a fresh source of `shape`."""

@@ -14,7 +14,7 @@ from planc.ir.builder import Builder
 from planc.ir.graph import Loc
 from planc.ir.printer import print_graph
 from planc.ir.types import PUBLIC, TensorType, private
-from planc.ir.verify import verify
+from planc.ir.verify import VerifyError, verify
 from planc.passes import PASSES, parse_pipeline
 from planc.passes.base import PipelineError
 from strategies import graphs
@@ -127,6 +127,59 @@ def test_default_pipeline_on_random_programs_runs_over_shares():
 def test_unknown_pass_is_named():
     with pytest.raises(PipelineError, match=r"unknown pass 'fold'; passes are constfold, cse, dce, "):
         parse_pipeline("verify,fold")
+
+
+# ------------------------------------------------------------------ inline constants that do not fit their dtype
+
+
+def _wide_i32_const():
+    """Found by hypothesis: an inline i32 const holding 2**31. The verifier accepted it and
+    constfold stopped in torch (`value cannot be converted to type int32 without overflow`)."""
+    b = Builder("k", ["alice"])
+    c = b.emit("const", (), {"value": 2147483648.0}, types=[TensorType("i32", (), PUBLIC)], name="c",
+               loc=Loc("u.py", 7))
+    d = b.emit("squeeze", [c], name="d", loc=Loc("u.py", 8))
+    return b.finish([d])
+
+
+@pytest.mark.parametrize("name", SAFE)
+def test_pass_leaves_an_out_of_range_const_to_the_verifier(name):
+    (p,) = parse_pipeline(name)
+    try:
+        out = p.run(_wide_i32_const())
+    except VerifyError as e:  # the verify pass itself
+        err = e
+    else:
+        with pytest.raises(VerifyError) as e:
+            verify(out)
+        err = e.value
+    assert err.node.op == "const" and err.node.result.name == "c"
+    assert str(err).startswith("u.py:7: const %c: inline const value 2147483648.0 does not fit i32")
+
+
+def _binary_of_consts(dtype, op, x, y):
+    b = Builder("k", ["alice"])
+    t = TensorType(dtype, (), PUBLIC)
+    cx = b.emit("const", (), {"value": x}, types=[t], name="x", loc=Loc("u.py", 1))
+    cy = b.emit("const", (), {"value": y}, types=[t], name="y", loc=Loc("u.py", 2))
+    return b.finish([b.emit(op, [cx, cy], name="r", loc=Loc("u.py", 3))])
+
+
+@pytest.mark.parametrize("dtype, op, x, y, folds", [
+    ("i32", "add", 2147483647.0, 1.0, True),            # wraps, as at run time: -2**31 fits
+    ("i64", "mul", 2.0 ** 62, 2.0, True),               # wraps to -2**63, which fits
+    ("i64", "add", 2.0 ** 62, 1.0, False),              # 2**62 + 1: no float attribute holds it
+    ("i64", "add", 2.0 ** 63 - 1024, 1023.0, False),    # 2**63 - 1 rounds to 2**63: out of range
+    ("f32", "mul", 3e38, 10.0, False),                  # inf is left for run time
+    ("f32", "add", 1.5, 2.25, True),
+])
+def test_constfold_folds_only_what_an_inline_const_holds_exactly(dtype, op, x, y, folds):
+    g = verify(_binary_of_consts(dtype, op, x, y))
+    out = verify(parse_pipeline("constfold")[0].run(g))
+    (r,) = [n for n in out.nodes if n.results and n.result.name == "r"]
+    assert (r.op == "const") == folds
+    (want,), (got,) = planc.run_reference(g), planc.run_reference(out)
+    assert want.dtype == got.dtype and torch.equal(want, got)
 
 
 # ------------------------------------------------------------------ golden IR per pass

@@ -102,3 +102,47 @@ def test_loop_body_must_yield_carried_types():
     g = b.finish([])
     with pytest.raises(VerifyError, match=r"^u.py:12: yield: loop body yields public f32\[1\] but carries public f32\[\]"):
         verify(g)
+
+
+def _inline_const(dtype, value, use="squeeze"):
+    """%c = const {value=...} : public <dtype>[], used by one op, at u.py:7."""
+    b = Builder("k", ["alice"])
+    c = b.emit("const", (), {"value": value}, types=[TensorType(dtype, (), PUBLIC)], name="c", loc=Loc("u.py", 7))
+    out = b.emit(use, [c], name="d", loc=Loc("u.py", 8))
+    return b.finish([out])
+
+
+def test_inline_const_out_of_its_dtype_range_is_located():
+    # found by hypothesis: the verifier accepted it and constant folding crashed in torch
+    with pytest.raises(VerifyError) as e:
+        verify(_inline_const("i32", 2147483648.0))
+    msg = str(e.value)
+    assert msg.splitlines()[0] == ("u.py:7: const %c: inline const value 2147483648.0 does not fit i32 "
+                                   "(range -2147483648 to 2147483647)")
+    assert "  >   %c = const {value=2147483648.0}" in msg
+    assert e.value.node.op == "const" and e.value.node.result.name == "c"
+    assert (e.value.op, e.value.attr, str(e.value.loc)) == ("const", "value", "u.py:7")
+
+
+@pytest.mark.parametrize("dtype, value, why", [
+    ("i32", -2147483649.0, r"range -2147483648 to 2147483647"),
+    ("i32", 2147483647.5, r"range -2147483648 to 2147483647"),
+    ("i64", 2.0 ** 63, r"range -9223372036854775808 to 9223372036854775807"),
+    ("i64", -(2.0 ** 64), r"range -9223372036854775808 to 9223372036854775807"),
+    ("i64", float("inf"), r"inf does not fit i64 \(not finite\)"),
+    ("i32", float("nan"), r"nan does not fit i32 \(not finite\)"),
+    ("bool", 2.0, r"2.0 does not fit bool \(only 0 or 1\)"),
+    ("bool", -1.0, r"does not fit bool"),
+    ("bool", 0.5, r"does not fit bool"),
+])
+def test_inline_const_must_fit_its_dtype(dtype, value, why):
+    with pytest.raises(VerifyError, match=r"^u.py:7: const %c: inline const value .*" + why):
+        verify(_inline_const(dtype, value))
+
+
+@pytest.mark.parametrize("dtype, value", [
+    ("i32", -2147483648.0), ("i32", 2147483647.0), ("i64", -(2.0 ** 63)), ("i64", 2.0 ** 63 - 1024),
+    ("bool", 0.0), ("bool", 1.0), ("f32", float("inf")), ("f32", 1e300), ("f64", float("-inf")),
+])
+def test_inline_const_at_the_edge_of_its_dtype_is_valid(dtype, value):
+    verify(_inline_const(dtype, value))
