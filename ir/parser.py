@@ -1,4 +1,4 @@
-"""Read the text format (DESIGN §3) back into a ``Graph``.
+"""Read the text format (its layout: ``printer.py``) back into a ``Graph``.
 
 The grammar is ``grammar.lark`` next to this file, parsed with LALR. The tree is turned
 into nodes exactly as ``Builder`` would make them: attributes completed with their

@@ -1,6 +1,6 @@
 """The plan file: a graph and its public constants, shipped as one canonical zip.
 
-Layout (DESIGN §7), members always in this order::
+Layout, members always in this order::
 
     manifest.json          format, versions, name, parties, sha256 and size of the others,
                            captured constants, plan settings; JSON, sorted keys, compact

@@ -1,6 +1,6 @@
 """Print a graph as text that people read and ``ir.parser`` reads back.
 
-Layout (DESIGN §3)::
+Layout::
 
     plan @name(parties: alice=0, bob=1) {
       %x = load "mnist/test" from bob            : private<1> f32[100,1,28,28]  loc("a.py":12)

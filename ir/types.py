@@ -1,6 +1,6 @@
 """Types of IR values: a dtype, a static shape and a visibility.
 
-Visibility is part of the type (DESIGN §2):
+Visibility is part of the type (README.md):
 
 - ``public``      known to every party;
 - ``private<k>``  plaintext held by party k only;

@@ -438,8 +438,9 @@ def build_parser():
     p = sub.add_parser("compile", help="run compiler passes over a plan")
     p.add_argument("plan")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("-p", "--pipeline", help="comma-separated passes (default: verify,policy,fold-loops,"
-                                            "visibility,licm,simplify,verify)")
+    from planc.passes import DEFAULT_PIPELINE
+
+    p.add_argument("-p", "--pipeline", help=f"comma-separated passes (default: {DEFAULT_PIPELINE})")
     p.add_argument("--policy", help="TOML policy the plan must satisfy")
     p.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
     p.set_defaults(fn=cmd_compile)

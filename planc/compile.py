@@ -13,7 +13,7 @@ from .passes import DEFAULT_PIPELINE, parse_pipeline
 
 def compile(plan, pipeline: str = DEFAULT_PIPELINE, *, policy: Policy | None = None, print_after_all=False,
             verify_each: bool = False, out=None, **options) -> Plan:
-    """Run the passes named in `pipeline` ("verify,policy,visibility,fold-loops,simplify")
+    """Run the passes named in `pipeline` (comma-separated; default ``planc.passes.DEFAULT_PIPELINE``)
     and return a new Plan; constants nobody reads any more are dropped.
 
     print_after_all: print the IR after every pass (to `out`, default stderr).

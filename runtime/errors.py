@@ -1,7 +1,7 @@
 """Errors raised while running a plan.
 
 Every failure names the node and the user's source line, like a compiler's error
-(DESIGN §8, §10): ``examples/x.py:14: conv2d %h (party bob): <what went wrong>``,
+(the form of ``planc.ir.verify.VerifyError``): ``examples/x.py:14: conv2d %h (party bob): <what went wrong>``,
 followed by a few printed lines of IR around the node when the graph is known.
 The original exception stays reachable as ``cause`` and ``__cause__``.
 """

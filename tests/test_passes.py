@@ -15,7 +15,7 @@ from planc.ir.graph import Loc
 from planc.ir.printer import print_graph
 from planc.ir.types import PUBLIC, TensorType, private
 from planc.ir.verify import VerifyError, verify
-from planc.passes import PASSES, parse_pipeline
+from planc.passes import DEFAULT_PIPELINE, PASSES, parse_pipeline
 from planc.passes.base import PipelineError
 from strategies import graphs
 
@@ -122,6 +122,21 @@ def test_default_pipeline_on_random_programs_runs_over_shares():
             assert torch.allclose(got.outputs[holder][i], w, atol=1e-2, rtol=1e-3)
 
     check()
+
+
+def test_one_default_pipeline(capsys, monkeypatch):
+    """planc.compile, `planc compile --help` and the README all name DEFAULT_PIPELINE."""
+    import inspect
+
+    from planc.cli import build_parser
+
+    assert inspect.signature(planc.compile).parameters["pipeline"].default == DEFAULT_PIPELINE
+    parse_pipeline(DEFAULT_PIPELINE)
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["compile", "--help"])
+    assert f"(default: {DEFAULT_PIPELINE})" in capsys.readouterr().out
+    assert f"`{DEFAULT_PIPELINE}`" in (ROOT / "README.md").read_text()
 
 
 def test_unknown_pass_is_named():

@@ -1,4 +1,4 @@
-"""The plan file (DESIGN §7): round trips, same plan -> same bytes, and every malformed
+"""The plan file (layout: ``ir/plan.py``): round trips, same plan -> same bytes, and every malformed
 or tampered file gives PlanFormatError saying what is wrong."""
 from __future__ import annotations
 

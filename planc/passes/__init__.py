@@ -1,6 +1,7 @@
 """Compiler passes: each a small frozen dataclass with a `name` and `run(graph) -> graph`.
 
-A pipeline is named by a string, ``"verify,policy,visibility,fold-loops,simplify"``;
+A pipeline is named by a string of comma-separated pass names (``DEFAULT_PIPELINE``
+below is the one `planc.compile` and `planc compile` run unless told otherwise);
 ``PASSES`` maps each name to its class. Passes never mutate: IR values are immutable
 and every pass returns a new graph (or the same one when nothing changed).
 """
