@@ -109,6 +109,22 @@ class Plan:
     def __str__(self) -> str:
         return print_graph(self.graph)
 
+    def __repr__(self) -> str:
+        # one line, never a dump of tensors; never raises, even for a plan that would not save
+        g = self.graph
+        try:
+            name, parties = f"@{g.name}", ", ".join(g.parties)
+            nodes = sum(1 for n in g.walk() if n.op not in ("return", "yield"))
+        except Exception:  # noqa: BLE001 — not a Graph: say so rather than fail
+            return f"<{type(self).__name__} of a {type(g).__name__}>"
+        size = sum(t.numel() * t.element_size() for t in self.constants.values() if isinstance(t, torch.Tensor))
+        try:
+            sha = self.sha256()[:12]
+        except Exception as e:  # noqa: BLE001
+            sha = f"? ({type(e).__name__})"
+        return (f"<{type(self).__name__} {name} parties {parties}; {nodes} nodes, "
+                f"{len(self.constants)} constants ({size:,} B); sha256 {sha}>")
+
     def __eq__(self, other) -> bool:
         if not isinstance(other, Plan):
             return NotImplemented

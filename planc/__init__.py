@@ -11,9 +11,10 @@ from .compile import compile
 from .api import PlanFunction, plan, run_local, run_reference, trace
 from .errors import TraceError
 from .shells import fori_loop, load, load_model, owned, public, reveal, scan, share, spec
-from . import weights
-from .weights import export_weights, weights_of
-from planc.ir.plan import Plan, PlanFormatError
+from . import datasets, weights
+from .weights import export_weights, load_data, save_data, weights_of
+from .plans import Plan
+from planc.ir.plan import PlanFormatError
 
 from planc.ir.policy import Policy, PolicyError
 
@@ -25,6 +26,6 @@ __all__ = [
     "Graph", "Loc", "Node", "Region", "Value", "PUBLIC", "SECRET", "TensorType", "Vis", "private",
     "VerifyError", "verify", "PlanFunction", "plan", "run_local", "run_reference", "trace", "TraceError", "fori_loop", "load",
     "load_model", "owned", "public", "reveal", "scan", "share", "spec", "weights", "export_weights", "weights_of",
-    "Plan", "PlanFormatError", "read_plan", "compile", "Policy", "PolicyError",
+    "Plan", "PlanFormatError", "read_plan", "compile", "Policy", "PolicyError", "save_data", "load_data", "datasets",
 ]
 

@@ -23,7 +23,7 @@ def trace(fn, *specs, name: str | None = None, parties=None, owner: str | None =
     ``tag=`` say who holds its weights (each becomes a ``load`` of ``tag/<param>``).
     `parties` fixes the party order; by default parties are numbered as they appear.
     """
-    from planc.ir.plan import Plan
+    from .plans import Plan
 
     if isinstance(fn, PlanFunction):
         return fn.trace(*specs) if specs else fn.plan
@@ -120,7 +120,10 @@ def _plan_name(s: str) -> str:
 class PlanFunction:
     """A function with its input specs, traced on first use (like PySyft's func2plan).
 
-    Calling it runs the original PyTorch code; `.plan` is the traced Plan."""
+    `.plan` is the traced Plan; ``planc.run_local(fn, data)`` runs it among the parties.
+    Calling it runs the original PyTorch code, which works only for code that uses no
+    placeholders: one that loads another party's data (``planc.load``) or reveals is a
+    plan to trace and run, and calling it says so."""
 
     def __init__(self, fn, specs, name, parties):
         functools.update_wrapper(self, fn)
@@ -128,7 +131,22 @@ class PlanFunction:
         self._plan = None
 
     def __call__(self, *args, **kwargs):
-        return self.fn(*args, **kwargs)
+        if ACTIVE.get() is not None:  # called from code being traced: trace through it
+            return self.fn(*args, **kwargs)
+        try:
+            return self.fn(*args, **kwargs)
+        except Exception as e:
+            if not _placeholder_misuse(e):
+                raise
+            raise TypeError(self._not_callable()) from e
+
+    def _not_callable(self) -> str:
+        n = getattr(self.fn, "__name__", "plan")
+        return (f"{n} is a @planc.plan: a plan that parties run together over secret shares, not a function "
+                f"to call with data (its planc.load(...) placeholders are other parties' tensors, absent here). "
+                f"Use {n}.plan for the traced plan (print it, .save(path), .cost()), "
+                f"planc.run_local({n}, data={{party: {{tag: tensor}}}}) to run it privately, or "
+                f"planc.run_reference({n}, data=...) to run it in plaintext")
 
     def trace(self, *specs):
         return trace(self.fn, *specs, name=self.name or self.fn.__name__, parties=self.parties)
@@ -151,23 +169,49 @@ def plan(*specs, name: str | None = None, parties=None):
     return deco
 
 
+def _placeholder_misuse(e: BaseException) -> bool:
+    """Did running a plan's code outside a trace fail on one of planc's placeholders?"""
+    text = f"{type(e).__name__}: {e}"
+    return any(k in text for k in ("LoadSpec", "TensorSpec", "RemoteModel", "only meaningful inside traced code",
+                                   "can only be called inside traced code"))
+
+
+def _as_plan(plan):
+    return plan.plan if isinstance(plan, PlanFunction) else plan
+
+
+def _read_data(data):
+    """{party: {tag: tensor} | path of a data file} -> {party: {tag: tensor}}."""
+    import os
+
+    if not data:
+        return data
+    from .weights import read_tensors
+
+    return {p: read_tensors(d) if isinstance(d, (str, os.PathLike)) else d for p, d in data.items()}
+
+
 def run_reference(plan, *, data=None, inputs=(), models=None, stats=None):
-    """Run a Plan (or a bare Graph) in plaintext with each party's data by tag:
-    ``data={"alice": {"cnn/fc.weight": w, ...}, "bob": {"mnist/test": x}}``."""
+    """Run a Plan (a bare Graph, or a @planc.plan function) in plaintext with each party's
+    data by tag: ``data={"alice": {"cnn/fc.weight": w, ...}, "bob": {"mnist/test": x}}``; a
+    party's entry may instead be the path of a data file (`planc.save_data`)."""
     from planc.ir.graph import Graph
     from planc.runtime.reference import run_reference as _run
 
+    plan, data = _as_plan(plan), _read_data(data)
     if isinstance(plan, Graph):
         return _run(plan, data=data, inputs=inputs, models=models, stats=stats)
     return _run(plan.graph, data=data, constants=plan.constants, inputs=inputs, models=models, stats=stats)
 
 
 def run_local(plan, data=None, **kw):
-    """Run every party of `plan` on this machine over secret shares (threads by default,
-    ``processes=True`` for one process per party over torch.distributed). Returns a
-    LocalResult: ``.outputs[party]`` (what each party holds at the end: tensors it may
-    see, shares of secret outputs, None for what it does not hold) and ``.stats[party]``
-    (rounds, bytes sent and received, timings; the dealer's too)."""
+    """Run every party of `plan` (a Plan or a @planc.plan function) on this machine over
+    secret shares (threads by default, ``processes=True`` for one process per party over
+    torch.distributed). `data`: ``{party: {tag: tensor}}``, or a party's data file path
+    (`planc.save_data`) in place of its dict. Returns a LocalResult: ``.outputs[party]``
+    (what each party holds at the end: tensors it may see, shares of secret outputs, None
+    for what it does not hold), ``.stats[party]`` (rounds, bytes sent and received,
+    timings; the dealer's too) and ``.summary()`` (the table `planc run` prints)."""
     from planc.runtime.local import run_local as _run
 
-    return _run(plan, data, **kw)
+    return _run(_as_plan(plan), _read_data(data), **kw)

@@ -149,8 +149,8 @@ def cmd_show(a):
     for op, n, comm in s["histogram"]:
         t.add_row(op, str(n), "yes" if comm else "")
     con.print(t)
-    if a.cost:
-        _show_cost(con, plan, a.net)
+    if a.cost or a.net is not None:  # a network model only matters for the cost: --net implies --cost
+        _show_cost(con, plan, a.net or "lan")
     return 0
 
 
@@ -163,7 +163,7 @@ def _show_cost(con, plan, net):
         parse_net(net)
     except ValueError as e:
         raise CliError(str(e)) from None
-    c = predict(plan)
+    c = predict(plan, net=net)
     parties = c.parties
     t = Table(title="cost per node (one node at a time)", title_justify="left")
     t.add_column("node")
@@ -176,19 +176,11 @@ def _show_cost(con, plan, net):
         t.add_row(f"{node.op} {node.results[0] if node.results else ''}", str(node.loc or ""), str(any_cost.rounds),
                   *[_mib(pc[p].bytes_sent) if p in pc else "0 B" for p in parties])
     con.print(t)
-    t = Table(title="total", title_justify="left")
-    for col in ("party", "rounds (one node at a time)", "rounds (merged)", "sent", "received", "peak memory"):
-        t.add_column(col, justify="left" if col == "party" else "right")
-    for p in parties:
-        t.add_row(p, str(c.sequential[p].rounds), str(c.merged[p].rounds), _mib(c.merged[p].bytes_sent),
-                  _mib(c.merged[p].bytes_recv), _mib(c.peak_bytes[p]))
-    con.print(t)
-    con.print(f"dealer material: {_mib(c.dealer_bytes)} to {parties[-1]}, {sum(c.material.values())} requests")
+    con.print(c.total_table())
+    con.print(c.dealer_line(), markup=False)
     for descr, k in sorted(c.material.items(), key=lambda x: -x[1])[:12]:
         con.print(f"  {k} x {descr}", markup=False)
-    rtt, gb = parse_net(net)
-    con.print(f"estimated online time on {net} ({rtt:g} ms RTT, {gb:g} Gbit/s), communication only: "
-              f"{c.time_estimate(net) * 1000:.1f} ms")
+    con.print(c.net_line(), markup=False)
 
 
 # ------------------------------------------------------------------ graph
@@ -314,21 +306,16 @@ def _run_local_with_progress(plan, data, inputs, a, con):
 
 
 def _print_stats(con, res):
-    from rich.table import Table
+    from planc.runtime.report import stats_table, wall_line
 
-    t = Table(title="communication", title_justify="left")
-    for c in ("party", "rounds", "sent", "received", "dealer material", "time"):
-        t.add_column(c, justify="right" if c != "party" else "left")
-    for p, s in res.stats.items():
-        took = s.get("online_s", s.get("dealer_s", 0.0))
-        t.add_row(p, str(s["rounds"]), _mib(s["bytes_sent"]), _mib(s["bytes_recv"]), _mib(s["dealer_bytes"]),
-                  f"{took * 1000:.1f} ms")
-    con.print(t)
-    con.print(f"wall time {res.wall_s * 1000:.1f} ms")
+    con.print(stats_table(res.stats))
+    con.print(wall_line(res.wall_s))
 
 
 def _mib(n: int) -> str:
-    return f"{n / 2 ** 20:.2f} MiB" if n >= 2 ** 16 else f"{n:,} B"
+    from planc.runtime.report import mib
+
+    return mib(n)
 
 
 # ------------------------------------------------------------------ compile / check
@@ -400,8 +387,19 @@ def cmd_ops(a):
 # ------------------------------------------------------------------ main
 
 
+def _version() -> str:
+    import platform
+
+    import torch
+
+    import planc
+
+    return f"planc {planc.__version__} (torch {torch.__version__}, Python {platform.python_version()})"
+
+
 def build_parser():
     ap = argparse.ArgumentParser(prog="planc", description="Trace PyTorch into plans for private ML; inspect and run them.")
+    ap.add_argument("--version", action="version", version=_version())
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("trace", help="trace FILE.py:OBJECT into a plan file")
@@ -414,7 +412,8 @@ def build_parser():
     p.add_argument("plan")
     p.add_argument("--no-ir", action="store_true", help="leave out the printed IR")
     p.add_argument("--cost", action="store_true", help="rounds, bytes, dealer material and memory, per node and total")
-    p.add_argument("--net", default="lan", help="network model for the time estimate: lan, wan or RTT_ms,Gbit_per_s")
+    p.add_argument("--net", help="network model for the time estimate: lan (default), wan or RTT_ms,Gbit_per_s; "
+                                 "implies --cost")
     p.set_defaults(fn=cmd_show)
 
     p = sub.add_parser("graph", help="draw the graph coloured by visibility (Graphviz)")

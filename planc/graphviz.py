@@ -5,6 +5,7 @@ clusters. We write DOT text ourselves and leave layout to Graphviz's `dot`.
 """
 from __future__ import annotations
 
+import html
 import json
 
 from planc.ir.graph import Graph
@@ -67,7 +68,23 @@ def to_dot(g: Graph) -> str:
                     out.append(f"{indent}{defs[v.name]} -> {nid} [label={_q('%' + v.name)}];")
 
     emit(g.nodes, "  ")
-    legend = " | ".join([f"{p}: private<{i}>" for i, p in enumerate(g.parties)] + ["secret", "public"])
-    out.append(f"  legend [shape=note, style=filled, fillcolor=\"#f8f8f8\", label={_q(legend)}];")
+    out.append(f"  legend [shape=plaintext, style=\"\", label=<{legend_html(g)}>];")
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def legend_entries(g: Graph) -> list[tuple[str, str]]:
+    """(fill colour, what it means) for every colour the picture can use."""
+    rows = [(PARTY_COLOURS[i % len(PARTY_COLOURS)], f"{p}: private<{i}> (held by {p} only)")
+            for i, p in enumerate(g.parties)]
+    return rows + [(SECRET, "secret (shared, seen by nobody)"), (PUBLIC, "public (every party)")]
+
+
+def legend_html(g: Graph) -> str:
+    """A Graphviz HTML-like table: one colour swatch and its meaning per row."""
+    rows = "".join(
+        f'<TR><TD BGCOLOR="{colour}" WIDTH="18" HEIGHT="12" FIXEDSIZE="TRUE"></TD>'
+        f'<TD ALIGN="LEFT" BORDER="0">{html.escape(text)}</TD></TR>'
+        for colour, text in legend_entries(g))
+    return ('<TABLE BORDER="1" COLOR="#999999" BGCOLOR="#f8f8f8" CELLBORDER="1" CELLSPACING="3" CELLPADDING="2">'
+            '<TR><TD COLSPAN="2" BORDER="0"><B>legend</B></TD></TR>' + rows + "</TABLE>")

@@ -37,6 +37,26 @@ class LocalResult:
         """{party: [tensors it holds in the clear]} (shares and absent values left out)."""
         return {p: [o for o in outs if isinstance(o, torch.Tensor)] for p, outs in self.outputs.items()}
 
+    def __repr__(self) -> str:
+        from .report import mib, outputs_line
+
+        comp = {p: s for p, s in self.stats.items() if p != "dealer"}
+        rounds = max((s.get("rounds", 0) for s in comp.values()), default=0)
+        sent = sum(s.get("bytes_sent", 0) for s in comp.values())
+        parties = ", ".join(self.parties or list(self.outputs))
+        return (f"<LocalResult parties {parties}; outputs {outputs_line(self.outputs)}; "
+                f"{rounds} rounds, {mib(sent)} sent; wall {self.wall_s * 1000:.1f} ms>")
+
+    def summary(self, file=None, *, echo: bool = True) -> str:
+        """The table `planc run` prints (rounds, bytes, dealer material, time per party):
+        printed to `file` (default stdout; echo=False: not printed) and returned as text."""
+        from .report import render, stats_table, wall_line
+
+        text = render(stats_table(self.stats), wall_line(self.wall_s))
+        if echo:
+            print(text, end="", file=file if file is not None else sys.stdout)
+        return text
+
 
 def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: float = DEFAULT_TIMEOUT,
               merge: bool = True, frac: int | None = None, progress=None, policy=None,
