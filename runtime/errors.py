@@ -7,7 +7,11 @@ The original exception stays reachable as ``cause`` and ``__cause__``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from planc.ir.graph import Graph, Node
+
+from .comm.base import CommError, PeerFailed, PeerTimeout
 
 
 class PlanRuntimeError(RuntimeError):
@@ -50,6 +54,105 @@ def describe(e: BaseException) -> str:
     lines = [s for s in str(e).splitlines() if s.strip()]
     first = lines[0].strip() if lines else ""
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def raise_first(errors, names):
+    """Raise the root failure of a run, not the peers that stopped because of it.
+
+    errors: one entry per rank (None where the rank succeeded); names: the ranks' names.
+    """
+    real = [e for e in errors if e is not None and not isinstance(e, CommError)]
+    err = real[0] if real else next((e for e in errors if e is not None), None)
+    if err is None:
+        return
+    if isinstance(err, PlanRuntimeError):
+        raise err
+    who = names[errors.index(err)]
+    raise PlanRuntimeError(None, who, f"{type(err).__name__}: {err}", err) from err
+
+
+# ---- a failure as data, for crossing a process boundary ---------------------------------------
+
+# kind <-> class, most specific first; anything else is "other"
+_KINDS = (("data", DataError), ("plan", PlanRuntimeError), ("peer_failed", PeerFailed),
+          ("peer_timeout", PeerTimeout), ("comm", CommError))
+_CLASS = dict(_KINDS)
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """A failure as plain data: what a rank's process sends its parent (as JSON, never
+    pickled) so that the parent raises the equivalent error with a constructor.
+
+    kind:    "plan" (PlanRuntimeError), "data" (DataError), "comm" (CommError),
+             "peer_failed" (PeerFailed), "peer_timeout" (PeerTimeout) or "other";
+    type:    the class name of the original exception;
+    party:   the party concerned (PlanRuntimeError.party), or None;
+    node:    the failing node's position in ``graph.walk()`` order, or None; with the
+             plan, which both sides hold, it names the very node;
+    loc:     that node's location ``[file, line, module, module_class]``, or None, so the
+             record can be read without the plan;
+    problem: the bare description (PlanRuntimeError.problem; for others, str(error));
+    message: the complete message as the failing process had it;
+    cause:   one line on the underlying exception (``describe``), or None.
+    """
+
+    kind: str
+    type: str
+    party: str | None
+    node: int | None
+    loc: list | None
+    problem: str
+    message: str
+    cause: str | None = None
+
+    FIELDS = ("kind", "type", "party", "node", "loc", "problem", "message", "cause")
+
+    @classmethod
+    def of(cls, e: BaseException, graph: Graph | None = None) -> "ErrorRecord":
+        kind = next((k for k, c in _KINDS if isinstance(e, c)), "other")
+        if not isinstance(e, PlanRuntimeError):
+            return cls(kind, type(e).__name__, None, None, None, str(e), str(e), None)
+        index = None
+        if e.node is not None and graph is not None:
+            index = next((i for i, m in enumerate(graph.walk()) if m is e.node), None)
+        loc = e.node.loc if e.node is not None else None
+        loc = [loc.file, loc.line, loc.module, loc.module_class] if loc is not None else None
+        cause = describe(e.cause) if e.cause is not None else None
+        return cls(kind, type(e).__name__, e.party, index, loc, e.problem, str(e), cause)
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.FIELDS}
+
+    @classmethod
+    def from_json(cls, d) -> "ErrorRecord":
+        """Check a received record's shape; a malformed one is a RuntimeError saying so."""
+        ok = (isinstance(d, dict) and set(d) == set(cls.FIELDS)
+              and (d["kind"] in _CLASS or d["kind"] == "other")
+              and all(isinstance(d[k], str) for k in ("type", "problem", "message"))
+              and all(d[k] is None or isinstance(d[k], str) for k in ("party", "cause"))
+              and (d["node"] is None or (type(d["node"]) is int and d["node"] >= 0))
+              and (d["loc"] is None or (isinstance(d["loc"], list) and len(d["loc"]) == 4)))
+        if not ok:
+            raise RuntimeError(f"malformed error record from a rank: {str(d)[:200]}")
+        return cls(**d)
+
+    def to_exception(self, graph: Graph | None = None) -> BaseException:
+        """The equivalent error, made by its class's constructor. A PlanRuntimeError gets
+        its node back from `graph` (the same plan the rank ran) and so the same message,
+        with IR context; its cause comes back as a RuntimeError with the cause's line."""
+        cls = _CLASS.get(self.kind)
+        if cls is None:
+            return RuntimeError(f"{self.type}: {self.message}")
+        if not issubclass(cls, PlanRuntimeError):
+            return cls(self.message)
+        node = None
+        if self.node is not None and graph is not None:
+            node = next((m for i, m in enumerate(graph.walk()) if i == self.node), None)
+        cause = RuntimeError(self.cause) if self.cause is not None else None
+        err = cls(node, self.party, self.problem, cause, graph)
+        err.__cause__ = cause
+        return err
 
 
 def missing_tag(tag: str, want, party: str, supplied, elsewhere=()) -> str:

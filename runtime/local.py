@@ -6,6 +6,7 @@ what it receives, and the dealer is a party of its own.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -14,11 +15,10 @@ from dataclasses import dataclass, field
 import torch
 
 from . import fixed
-from .comm.base import DEFAULT_TIMEOUT, CommError
+from .comm.base import DEFAULT_TIMEOUT
 from .comm.inproc import Network
-from .errors import PlanRuntimeError
-from .party import ABSENT, Shared
-from .session import run_dealer, run_party
+from .errors import PlanRuntimeError, raise_first  # noqa: F401  (raise_first: was defined here)
+from .session import held, run_dealer, run_party
 
 
 @dataclass
@@ -88,7 +88,9 @@ def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: f
 
         if not lazy:
             raise ValueError("lazy=False is for comparisons with threads")
-        return run_processes(graph, constants, data, inputs, timeout=timeout, merge=merge, frac=frac)
+        outputs, stats, wall = run_processes(graph, constants, data, inputs, timeout=timeout, merge=merge,
+                                             frac=frac)
+        return LocalResult(outputs, stats, wall, list(graph.parties))
     return _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress, lazy)
 
 
@@ -125,46 +127,57 @@ def _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress=
             errors[n] = e
             net.fail(n, e)
 
-    # parties share this machine's cores: one torch thread each, or OpenMP teams of
-    # every party spin against each other (CrypTen's default is 2-3x slower for it)
-    saved_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    # parties hand each other a message every round; with Python's default 5 ms GIL
-    # slices a busy thread (the dealer, say) delays every handoff: use short slices
-    saved_switch = sys.getswitchinterval()
-    sys.setswitchinterval(0.0002)
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=party, args=(r,), name=f"planc-{names[r]}", daemon=True) for r in range(n)]
-    threads.append(threading.Thread(target=dealer, name="planc-dealer", daemon=True))
-    for t in threads:
-        t.start()
-    try:
+    with _party_threads_settings():
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=party, args=(r,), name=f"planc-{names[r]}", daemon=True)
+                   for r in range(n)]
+        threads.append(threading.Thread(target=dealer, name="planc-dealer", daemon=True))
+        for t in threads:
+            t.start()
         for t in threads:
             t.join()
-    finally:
-        torch.set_num_threads(saved_threads)
-        sys.setswitchinterval(saved_switch)
-    wall = time.perf_counter() - t0
+        wall = time.perf_counter() - t0
     raise_first(errors, names)
-    outputs = {names[r]: [_clean(o) for o in results[r][0]] for r in range(n)}
+    outputs = {names[r]: [held(o) for o in results[r][0]] for r in range(n)}
     stats = {names[r]: {**comms[r].stats.as_dict(), **results[r][1]} for r in range(n)}
     stats["dealer"] = {**comms[n].stats.as_dict(), **results[n]}
     return LocalResult(outputs, stats, wall, list(graph.parties))
 
 
-def raise_first(errors, names):
-    """The root failure, not the peers that stopped because of it."""
-    real = [e for e in errors if e is not None and not isinstance(e, CommError)]
-    err = real[0] if real else next((e for e in errors if e is not None), None)
-    if err is None:
-        return
-    if isinstance(err, PlanRuntimeError):
-        raise err
-    who = names[errors.index(err)]
-    raise PlanRuntimeError(None, who, f"{type(err).__name__}: {err}", err) from err
+# ---- process-wide settings while parties run as threads -----------------------------------------
+#
+# Two settings help when every party and the dealer are threads of this process, and both
+# belong to the whole process, not to a thread: torch's intra-op thread count (parties
+# share this machine's cores: one torch thread each, or OpenMP teams of every party spin
+# against each other; CrypTen's default is 2-3x slower for it) and the interpreter's GIL
+# switch interval (parties hand each other a message every round; with Python's default
+# 5 ms slices a busy thread, the dealer say, delays every handoff). So they are set only
+# while runs are in progress and put back after the last one: counted, so that runs
+# overlapping in other threads neither restore too early nor leave the run's values behind.
+
+PARTY_TORCH_THREADS = 1
+PARTY_SWITCH_INTERVAL_S = 0.0002
+
+_settings_lock = threading.Lock()
+_settings_users = 0
+_settings_saved: tuple[int, float] | None = None
 
 
-def _clean(o):
-    if o is ABSENT:
-        return None
-    return o if isinstance(o, (torch.Tensor, Shared)) else o
+@contextlib.contextmanager
+def _party_threads_settings():
+    global _settings_users, _settings_saved
+    with _settings_lock:
+        if _settings_users == 0:
+            _settings_saved = (torch.get_num_threads(), sys.getswitchinterval())
+            torch.set_num_threads(PARTY_TORCH_THREADS)
+            sys.setswitchinterval(PARTY_SWITCH_INTERVAL_S)
+        _settings_users += 1
+    try:
+        yield
+    finally:
+        with _settings_lock:
+            _settings_users -= 1
+            if _settings_users == 0:
+                threads, interval = _settings_saved
+                torch.set_num_threads(threads)
+                sys.setswitchinterval(interval)

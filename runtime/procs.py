@@ -2,14 +2,16 @@
 
 `run_rank` is what one process does as one rank — a deployment runs it once per machine
 with the rendezvous at rank 0's address. `run_processes` runs all ranks of a plan on this
-machine (``run_local(..., processes=True)``): it hosts the rendezvous store on a free
-127.0.0.1 port, spawns the n parties and the dealer, hands each party the plan as plan-
-file bytes and only its own data, and collects outputs, counters and timings through a
-pipe per rank. Nothing crossing a process boundary is pickled by planc: plans travel in
-their own format, tensors as safetensors, everything else as JSON. The first real error is
-re-raised (`local.raise_first`); the other ranks stop on their own through the store
-(`PeerFailed`), and any rank still running shortly after is killed, as is every rank
-whose process dies.
+machine (``run_local(..., processes=True)`` wraps its outputs and stats in a LocalResult):
+it hosts the rendezvous store on a free 127.0.0.1 port, spawns the n parties and the
+dealer, hands each party the plan as plan-file bytes, only its own data and the settings
+it runs with, and collects outputs, counters and timings through a pipe per rank.
+Nothing crossing a process boundary is pickled by planc: plans travel in their own
+format, tensors as safetensors, everything else as JSON — a failure as an `ErrorRecord`
+(runtime/errors.py), rebuilt in the parent by its class's constructor. The first real
+error is re-raised (`errors.raise_first`); the other ranks stop on their own through the
+store (`PeerFailed`), and any rank still running shortly after is killed, as is every
+rank whose process dies.
 """
 from __future__ import annotations
 
@@ -24,13 +26,12 @@ import torch
 
 from planc.ir.plan import Plan
 
-from .comm.base import DEFAULT_TIMEOUT, CommError, PeerFailed, PeerTimeout
 from . import fixed
+from .comm.base import DEFAULT_TIMEOUT
 from .comm.dist import PREFIX, DistComm, host_store
-from .errors import DataError, PlanRuntimeError, describe
-from .local import LocalResult, _clean, raise_first
+from .errors import ErrorRecord, PlanRuntimeError, raise_first
 from .party import Shared
-from .session import run_dealer, run_party
+from .session import held, run_dealer, run_party
 
 _GRACE = 5.0  # seconds the other ranks get to stop after a failure before they are killed
 
@@ -53,7 +54,7 @@ def run_rank(graph, constants, rank: int, addr: str, port: int, nparties: int, n
         if rank < nparties:
             outs, timings = run_party(graph, comm, data=data or {}, constants=constants, inputs=inputs,
                                       frac=frac, merge=merge)
-            outs = [_clean(o) for o in outs]
+            outs = [held(o) for o in outs]
         else:
             timings = run_dealer(graph, comm, constants=constants, inputs=inputs, frac=frac, merge=merge)
             outs = []
@@ -83,38 +84,6 @@ def _read_message(data: bytes):
     return header, (st.load(rest) if rest else {})
 
 
-_COMM_ERRORS = {c.__name__: c for c in (CommError, PeerFailed, PeerTimeout)}
-_PLAN_ERRORS = {c.__name__: c for c in (PlanRuntimeError, DataError)}
-
-
-def _error_record(e: BaseException, graph) -> dict:
-    """What the parent needs to raise an equivalent error: plain data only."""
-    rec = {"type": type(e).__name__, "text": str(e)}
-    if isinstance(e, PlanRuntimeError):
-        idx = None
-        if e.node is not None and graph is not None:
-            idx = next((i for i, m in enumerate(graph.walk()) if m is e.node), None)
-        rec.update(plan=True, party=e.party, problem=e.problem, node=idx,
-                   cause=describe(e.cause) if e.cause is not None else None)
-    return rec
-
-
-def _rebuild_error(rec: dict, graph) -> BaseException:
-    if rec.get("plan"):
-        cls = _PLAN_ERRORS.get(rec["type"], PlanRuntimeError)
-        e = cls.__new__(cls)
-        RuntimeError.__init__(e, rec["text"])
-        node = None
-        if rec["node"] is not None:
-            node = next((m for i, m in enumerate(graph.walk()) if i == rec["node"]), None)
-        cause = RuntimeError(rec["cause"]) if rec["cause"] else None
-        e.node, e.party, e.problem, e.cause = node, rec["party"], rec["problem"], cause
-        e.__cause__ = cause
-        return e
-    if rec["type"] in _COMM_ERRORS:
-        return _COMM_ERRORS[rec["type"]](rec["text"])
-    return RuntimeError(f"{rec['type']}: {rec['text']}")
-
 
 def _outputs_message(outs, stats) -> bytes:
     kinds, tensors = [], {}
@@ -142,30 +111,52 @@ def _outputs(header, tensors):
 
 # ---- spawning ---------------------------------------------------------------------------------
 
-_SPAWN_LOCK = threading.Lock()
+# Spawned children need nothing from the caller's __main__ (they get a plan file's bytes
+# and tensors in safetensors), and must not re-run it: a script without an
+# ``if __name__ == "__main__"`` guard would run again in every rank. multiprocessing has
+# no per-process switch for that; what the child re-runs comes from
+# multiprocessing.spawn.get_preparation_data, a function of the whole process. So while
+# ranks are being started it is wrapped, and the wrapper leaves out __main__ only for
+# processes started by a thread inside _without_main (a thread-local flag): any other
+# thread spawning its own processes meanwhile gets exactly what it would have got. The
+# wrapper is put in place by the first such thread and taken out by the last.
+
+_spawn_lock = threading.Lock()
+_spawn_users = 0
+_spawn_orig = None
+_spawning = threading.local()
+
+
+def _preparation_data(name):
+    d = _spawn_orig(name)
+    if getattr(_spawning, "active", False):
+        d.pop("init_main_from_path", None)
+        d.pop("init_main_from_name", None)
+    return d
 
 
 @contextlib.contextmanager
 def _without_main():
-    """Spawn children that do not re-run the caller's __main__ (a script without an
-    ``if __name__ == "__main__"`` guard would otherwise run again in every rank). They
-    need nothing from it: what they get is a plan file's bytes and tensors in safetensors."""
+    """Processes this thread starts inside do not re-run __main__ (see above)."""
     import multiprocessing.spawn as spawn
 
-    with _SPAWN_LOCK:
-        orig = spawn.get_preparation_data
-
-        def prep(name):
-            d = orig(name)
-            d.pop("init_main_from_path", None)
-            d.pop("init_main_from_name", None)
-            return d
-
-        spawn.get_preparation_data = prep
-        try:
-            yield
-        finally:
-            spawn.get_preparation_data = orig
+    global _spawn_users, _spawn_orig
+    with _spawn_lock:
+        if _spawn_users == 0:
+            _spawn_orig = spawn.get_preparation_data
+            spawn.get_preparation_data = _preparation_data
+        _spawn_users += 1
+    _spawning.active = True
+    try:
+        yield
+    finally:
+        _spawning.active = False
+        with _spawn_lock:
+            _spawn_users -= 1
+            # put the original back unless someone wrapped ours meanwhile (theirs calls ours,
+            # which then passes everything through)
+            if _spawn_users == 0 and spawn.get_preparation_data is _preparation_data:
+                spawn.get_preparation_data = _spawn_orig
 
 
 # ---- one child process ------------------------------------------------------------------------
@@ -173,13 +164,14 @@ def _without_main():
 def _child(plan_bytes: bytes, job: bytes, rank: int, port: int, conn):
     """One rank: the plan arrives as plan-file bytes (checked like any plan file), the
     party's data and the settings as a JSON + safetensors message; the result goes back
-    the same way."""
-    torch.set_num_threads(1)
+    the same way, a failure as an ErrorRecord."""
     graph = None
     try:
+        head, tensors = _read_message(job)
+        # this process is the rank's own: its settings are the job's, not the parent's
+        torch.set_num_threads(head["torch_threads"])
         plan = Plan.from_bytes(plan_bytes)
         graph = plan.graph
-        head, tensors = _read_message(job)
         data = {k[5:]: t for k, t in tensors.items() if k.startswith("data/")}
         inputs = [tensors[f"input/{i}"] for i in range(head["inputs"])]
         names = head["names"]
@@ -188,9 +180,11 @@ def _child(plan_bytes: bytes, job: bytes, rank: int, port: int, conn):
         conn.send_bytes(_outputs_message(outs, stats))
     except BaseException as e:  # noqa: BLE001 — every failure goes to the parent
         try:
-            conn.send_bytes(_message({"ok": False, "error": _error_record(e, graph)}))
+            conn.send_bytes(_message({"ok": False, "error": ErrorRecord.of(e, graph).to_json()}))
         except Exception:  # noqa: BLE001
-            conn.send_bytes(_message({"ok": False, "error": {"type": type(e).__name__, "text": str(e)}}))
+            text = f"{type(e).__name__}: {e}"
+            rec = ErrorRecord("other", type(e).__name__, None, None, None, text, text)
+            conn.send_bytes(_message({"ok": False, "error": rec.to_json()}))
     finally:
         conn.close()
 
@@ -203,13 +197,18 @@ def _job(names, own: dict, inputs, timeout, merge, frac) -> bytes:
         tensors[f"data/{tag}"] = t
     for i, t in enumerate(inputs):
         tensors[f"input/{i}"] = torch.as_tensor(t)
-    head = {"names": names, "inputs": len(inputs), "timeout": timeout, "merge": merge, "frac": frac}
+    # one torch thread per rank: the ranks share this machine's cores
+    head = {"names": names, "inputs": len(inputs), "timeout": timeout, "merge": merge, "frac": frac,
+            "torch_threads": 1}
     return _message(head, tensors)
 
 
 def run_processes(graph, constants, data, inputs, *, timeout: float = DEFAULT_TIMEOUT, merge: bool = True,
-                  frac: int = fixed.DEFAULT_FRAC_BITS) -> LocalResult:
-    """All ranks of `graph` as processes on this machine (see the module docstring)."""
+                  frac: int = fixed.DEFAULT_FRAC_BITS):
+    """All ranks of `graph` as processes on this machine (see the module docstring).
+
+    Returns (outputs, stats, wall_s): outputs {party: [tensor | Shared | None]}, stats
+    {party and "dealer": counters and timings}, as LocalResult has them."""
     import torch.multiprocessing as mp
 
     names = list(graph.parties) + ["dealer"]
@@ -248,7 +247,10 @@ def run_processes(graph, constants, data, inputs, *, timeout: float = DEFAULT_TI
             if head["ok"]:
                 results[r] = _outputs(head, tensors)
             else:
-                errors[r] = _rebuild_error(head["error"], graph)
+                try:
+                    errors[r] = ErrorRecord.from_json(head["error"]).to_exception(graph)
+                except RuntimeError as bad:  # a malformed record: that is this rank's error
+                    errors[r] = bad
                 if first_error is None:
                     first_error = time.monotonic()
             return True
@@ -294,7 +296,7 @@ def run_processes(graph, constants, data, inputs, *, timeout: float = DEFAULT_TI
         raise PlanRuntimeError(None, missing[0], "the rank ended without a result")
     outputs = {names[r]: results[r][0] for r in range(n)}
     stats = {names[r]: results[r][1] for r in range(n + 1)}
-    return LocalResult(outputs, stats, wall, list(graph.parties))
+    return outputs, stats, wall
 
 
 __all__ = ["run_rank", "run_processes"]

@@ -19,7 +19,7 @@ from . import fixed, prg
 from . import protocols  # noqa: F401  (registers every protocol)
 from .interpreter import Interpreter
 from .material import DealerMaterial, PartyMaterial
-from .party import Party
+from .party import ABSENT, Party
 
 _DTYPES = {"int64": torch.int64, "bool": torch.bool}
 
@@ -38,6 +38,14 @@ def integral_names(graph: Graph, constants) -> frozenset:
                 t is not None and t.numel() and torch.all(t == t.round()) and t.abs().max() < 2 ** 20):
             out.add(n.result.name)
     return frozenset(out)
+
+
+def held(output):
+    """What a party holds of one of its outputs: a tensor, its Shared, or None where it
+    holds nothing (the interpreter's ABSENT)."""
+    if output is ABSENT:
+        return None
+    return output
 
 
 def warm_up():
