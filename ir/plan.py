@@ -26,15 +26,20 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-import torch
-from safetensors.torch import load as _st_load
-from safetensors.torch import save as _st_save
+import sys
+from typing import TYPE_CHECKING
 
 from .graph import Graph, Node
 from .parser import ParseError, parse_graph
 from .printer import print_graph
 from .types import TORCH_TO_IR, TensorType
 from .verify import VerifyError, verify
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported only by the functions that read or write tensors, so that the IR
+# (and reading a plan's text) needs no torch: `import planc.ir.plan` stays light.
 
 FORMAT = "planc-plan"
 FORMAT_VERSION = 1
@@ -117,7 +122,7 @@ class Plan:
             nodes = sum(1 for n in g.walk() if n.op not in ("return", "yield"))
         except Exception:  # noqa: BLE001 — not a Graph: say so rather than fail
             return f"<{type(self).__name__} of a {type(g).__name__}>"
-        size = sum(t.numel() * t.element_size() for t in self.constants.values() if isinstance(t, torch.Tensor))
+        size = sum(t.numel() * t.element_size() for t in self.constants.values() if _is_tensor(t))
         try:
             sha = self.sha256()[:12]
         except Exception as e:  # noqa: BLE001
@@ -139,6 +144,12 @@ class Plan:
     __hash__ = None  # mutable dicts inside
 
 
+def _is_tensor(x) -> bool:
+    """isinstance(x, torch.Tensor) without importing torch: no tensor exists before it is."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 def _typed(d: dict) -> dict:
     # True == 1 == 1.0 in Python, but they are different settings and print differently in JSON
     return {k: (type(v), v) for k, v in d.items()}
@@ -146,12 +157,16 @@ def _typed(d: dict) -> dict:
 
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
     # bitwise, not torch.equal: NaN must equal itself and -0.0 differs from 0.0 in the file bytes
+    import torch
+
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
     return torch.equal(_raw(a), _raw(b))
 
 
 def _raw(t: torch.Tensor) -> torch.Tensor:
+    import torch
+
     t = t.detach().cpu().contiguous().reshape(-1)
     return t.view(torch.uint8) if t.dtype != torch.bool else t
 
@@ -165,6 +180,8 @@ def _ir_type(t: torch.Tensor) -> str:
 
 
 def _encode(plan: Plan, version: str) -> bytes:
+    from safetensors.torch import save as _st_save
+
     ir = print_graph(plan.graph).encode("utf-8")
     # clone: safetensors refuses views that share storage, and must not see caller's strides
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in plan.constants.items()}
@@ -214,6 +231,8 @@ def _decode(data, max_size: int) -> Plan:
         if want["sha256"] != got["sha256"]:
             raise PlanFormatError(f"member {name}: sha256 mismatch (manifest {want['sha256']}, content {got['sha256']})")
     graph = _graph(members[IR], manifest)
+    from safetensors.torch import load as _st_load
+
     try:
         constants = _st_load(members[CONSTANTS])
     except Exception as e:  # safetensors raises its own error type, or others on odd headers
@@ -357,7 +376,7 @@ def _check(plan: Plan, verified: bool = False) -> None:
         if name not in plan.constants:
             raise PlanFormatError(f"{CONSTANTS}: no tensor {json.dumps(name)} for const %{n.result.name} ({t})")
         x = plan.constants[name]
-        if not isinstance(x, torch.Tensor):
+        if not _is_tensor(x):
             raise PlanFormatError(f"{CONSTANTS}: {json.dumps(name)} is a {type(x).__name__}, not a tensor")
         if TORCH_TO_IR.get(str(x.dtype)) != t.dtype or tuple(x.shape) != t.shape:
             raise PlanFormatError(f"{CONSTANTS}: tensor {json.dumps(name)} is {_ir_type(x)} "
