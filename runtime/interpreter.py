@@ -20,13 +20,15 @@ from planc.ir import ops
 from planc.ir.graph import Graph, Node
 
 from .errors import DataError, PlanRuntimeError, describe, missing_tag
-from .party import ABSENT, Party, Shared
-from .protocols.core import Ex, local, merge, split
+from .party import Party
+from .protocols.common import settle
+from .protocols.core import ABSENT, Ex, Shared, local, merge, split
 from .reference import TORCH_DTYPE, _fit_problem
 
 
-# the protocols register themselves against the op definitions when imported
-from . import protocols  # noqa: E402,F401
+# the protocols (and the plaintext rules, which public and private ops and shape-only ops
+# on shares run) register themselves against the op definitions when imported
+from . import protocols, semantics  # noqa: E402,F401
 
 ops.check("protocol", "bound")
 
@@ -166,11 +168,11 @@ class Interpreter:
         """A generator for one node (protocols), or one that returns at once (local ops)."""
         try:
             args = [env[v.name] for v in node.operands]
+            d = ops.get(node.op)
             if node.op == "loop":
                 return self.loop(node, args, env)
-            if node.op in ("load", "input", "const", "call"):
+            if d.source:
                 return _now(self.source(node))
-            d = ops.get(node.op)
             vis = node.results[0].type.vis
             if d.moves or vis.is_secret:
                 proto = d.rule("protocol")
@@ -197,8 +199,7 @@ class Interpreter:
         return (yield from proto(self.P, node, args, node.attr_dict))
 
     def settle_all(self, values):
-        from .protocols.common import settle
-
+        """Secret values brought to the standard scale (their pending truncations done)."""
         out = []
         for v in values:
             out.append((yield from settle(self.P, v)) if isinstance(v, Shared) and v.extra else v)
@@ -291,7 +292,7 @@ def count_steps(nodes) -> int:
     """Nodes a run executes, loop bodies counted once per trip (for progress bars)."""
     total = 0
     for n in nodes:
-        if n.op in ("return", "yield"):
+        if ops.get(n.op).terminator:
             continue
         total += 1
         if n.op == "loop":

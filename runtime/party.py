@@ -1,8 +1,9 @@
 """One party's state while it runs a plan: rank, seeds, encoding, material.
 
-Secret values are ``Shared``: this party's additive share in Z_2^64 (int64), encoded
-with ``frac`` fractional bits whatever the IR dtype (a comparison's bit b is b * 2^f).
-Values a party does not hold (another party's private data) are ``ABSENT``.
+Secret values are ``Shared`` (protocols/core.py, re-exported here): this party's
+additive share in Z_2^64 (int64), encoded with ``frac`` fractional bits whatever the IR
+dtype (a comparison's bit b is b * 2^f). Values a party does not hold (another party's
+private data) are ``ABSENT``.
 
 The dealer runs the same code with ``meta=True``: secret and private values are shape-
 only meta tensors, public values are real, and material requests go to the dealer's
@@ -15,38 +16,9 @@ from dataclasses import dataclass, field
 import torch
 
 from . import fixed, prg
+from .protocols.core import ABSENT, Shared
 
-
-class _Absent:
-    __slots__ = ()
-
-    def __repr__(self):
-        return "ABSENT"
-
-
-ABSENT = _Absent()
-
-
-class Shared:
-    """This party's additive share of a secret tensor.
-
-    `extra`: fractional bits beyond f not yet truncated away (the value is
-    sum(data) / 2^(f + extra)). Products leave f extra bits; linear ops carry them along
-    and a power-of-two scale just adds to them, so one truncation serves a whole chain
-    (conv -> avg_pool: one truncation by f + 2 bits) and a reveal divides exactly."""
-
-    __slots__ = ("data", "extra")
-
-    def __init__(self, data: torch.Tensor, extra: int = 0):
-        self.data = data
-        self.extra = extra
-
-    @property
-    def shape(self):
-        return tuple(self.data.shape)
-
-    def __repr__(self):
-        return f"Shared({list(self.data.shape)}" + (f", extra={self.extra})" if self.extra else ")")
+__all__ = ["ABSENT", "Party", "Shared"]
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Secret-shared approximations (runtime/protocols/approx.py) against the plaintext reference.
+"""Secret-shared approximations (runtime/protocols/approx/) against the plaintext reference.
 
 Inputs are multiples of 2^-16, so they encode exactly and the reference computes the
 function of the very values the protocols receive: every result must lie within the
@@ -22,6 +22,7 @@ from planc.ir.verify import verify
 from planc.runtime import fixed
 from planc.runtime.local import run_local
 from planc.runtime.protocols import approx
+from planc.runtime.protocols.approx import softmax as softmax_family
 from planc.runtime.reference import run_reference
 
 FRAC = fixed.DEFAULT_FRAC_BITS
@@ -193,7 +194,7 @@ def test_softmax_64x10_rounds_and_argmax(op):
     x = inputs(op, (64, 10), 11)
     want, got, res = run(op, [(x, "secret")], {"dim": 1})
     within(op, got, want)
-    _, _, _, K = approx._recip_const(1.0, 10.0)
+    _, _, _, K = softmax_family.recip_const(1.0, 10.0)
     extra = 6 + (K if op == "softmax" else 3 + 3)  # exp chain, then 1/s or log s
     assert rounds(res) == {max_rounds((64, 10), 1) + extra}
     assert max(rounds(res)) <= 30
@@ -295,3 +296,58 @@ def test_batch_norm_with_secret_statistics(vis, n, seed, shape, lazy):
     assert ((got - want).abs() - bn_bound(x, mean, var, w, eps)).max() <= 0
     if n == 2:  # rsqrt 8, s = w r 1 (local for a public w), (x - mean) s 1
         assert rounds(res) == {9 if vis == "public_w" else 10}
+
+
+# ---------------------------------------------------------------- stated bounds agree with the registrations
+
+
+def _bound_line(name, b):
+    return f"{name}: {b}; rounds: {b.rounds}"
+
+
+def test_each_family_docstring_states_its_registered_bounds():
+    """Every family file's docstring has a line ``op: <bound>; rounds: <rounds>`` equal to
+    the bound registered for op, and registers it in the file of the op's protocol."""
+    import sys
+
+    from planc.ir import ops
+
+    seen = set()
+    for name, b in approx.BOUNDS.items():
+        if name == "rsqrt":
+            mod = approx.roots
+        else:
+            d = ops.get(name)
+            mod = sys.modules[d.rule("protocol").__module__]
+            assert d.rules["bound"].where.rpartition(":")[0] == mod.__file__, (name, d.rules["bound"].where)
+        assert mod in approx.FAMILIES, (name, mod.__name__)
+        lines = {line.strip() for line in mod.__doc__.splitlines()}
+        assert _bound_line(name, b) in lines, f"{mod.__name__}'s docstring does not state: {_bound_line(name, b)}"
+        seen.add(name)
+    # and no family states a bound that is not registered (or states one twice)
+    for mod in approx.FAMILIES:
+        stated = [line.strip().split(":")[0] for line in mod.__doc__.splitlines() if "|error| <=" in line]
+        assert len(stated) == len(set(stated)) and set(stated) <= seen, (mod.__name__, stated)
+
+
+def test_the_overview_table_agrees_with_the_registrations():
+    """The table in approx/__init__.py's docstring: range, ABS, REL and rounds per op."""
+    import math
+    import re
+
+    def _pow2(v):
+        return f"2^{int(math.log2(v))}" if v > 0 and math.log2(v).is_integer() else f"{v:g}"
+
+    rows = {}
+    lines = approx.__doc__.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["op", "range", "ABS"])
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        cols = re.split(r"\s{2,}", line.strip())
+        rows[cols[0]] = cols[1:5]
+    assert set(rows) == set(approx.BOUNDS)
+    for name, b in approx.BOUNDS.items():
+        want = [b.domain, _pow2(b.abs), _pow2(b.rel) if b.rel else "-", b.rounds]
+        assert rows[name] == want, (name, rows[name], want)
+    assert approx.ERROR == {n: (b.abs, b.rel) for n, b in approx.BOUNDS.items()}

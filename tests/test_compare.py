@@ -421,3 +421,24 @@ def test_tournament_stages(track, n, nparties, limit, monkeypatch):
     assert nr == rounds_
     if limit is not None:
         assert seq[0] == 2 and max(seq) > 2
+
+
+# ---------------------------------------------------------------- module boundaries
+
+
+def test_protocol_modules_import_no_private_names_from_each_other():
+    """signbit's public API (its __all__) is what compare uses; no module under
+    runtime/protocols imports a _name from another."""
+    import ast
+    from pathlib import Path
+
+    from planc.runtime.protocols import signbit
+
+    root = Path(signbit.__file__).parent
+    bad = []
+    for f in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                bad += [f"{f.relative_to(root)}:{node.lineno}: {a.name}" for a in node.names if a.name.startswith("_")]
+    assert not bad, "private names imported across modules:\n" + "\n".join(bad)
+    assert all(not n.startswith("_") and hasattr(signbit, n) for n in signbit.__all__)

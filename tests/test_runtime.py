@@ -241,3 +241,21 @@ def test_four_parties():
     assert (got.outputs["c"][0] - want[0]).abs().max() <= 1e-3
     assert all((got.outputs[p][1] - want[1]).abs().max() <= 1e-4 for p in names)
     assert got.outputs["a"][0] is None and got.outputs["d"][0] is None
+
+
+def test_products_take_their_bilinear_map_from_the_op_definition():
+    """mul, matmul, linear and conv2d register their map on ring tensors with the op
+    ("bilinear" rules); it equals the plaintext op on integers."""
+    from planc.ir import ops
+    from planc.runtime.protocols import beaver
+
+    for name in ("mul", "matmul", "linear", "conv2d"):
+        d = ops.get(name)
+        assert d.product and d.rule("bilinear") is not None and d.rule("protocol") is beaver.products, name
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randint(-9, 9, (1, 2, 5, 5), generator=g), torch.randint(-9, 9, (3, 2, 3, 3), generator=g)
+    a = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1}
+    want = F.conv2d(x.double(), w.double(), None, 1, 1).long()
+    assert torch.equal(ops.get("conv2d").rule("bilinear")(x, w, a), want)
+    y, v = torch.randint(-9, 9, (4, 5), generator=g), torch.randint(-9, 9, (3, 5), generator=g)
+    assert torch.equal(ops.get("linear").rule("bilinear")(y, v, {}), y @ v.t())

@@ -20,31 +20,53 @@ f(a, d), k adds f(e, b). Each owner sends its own operand's size once.
 public operand: local, f(x, [y]) on shares. Both operands carry f fractional bits, so
 the product carries 2f and is truncated once (see common.truncate for the bound).
 Biases of linear/conv2d are added after the truncation.
+
+Each product's map f is registered on its op definition (``register("bilinear", OP.x)``:
+f(x, y, attrs) on int64 ring tensors), and ``products`` looks it up there.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from planc.ir import ops
 from planc.ir.ops import OP
 
-from .core import Ex, protocol
+from .core import Ex, Shared, protocol
 from ..material import Part
-from ..party import Shared
 from .common import others, settle, shared
 
 
+# ---------------------------------------------------------------- the bilinear maps, per op
+
+
+@ops.register("bilinear", OP.mul)
+def _mul(x, y, a):
+    return torch.mul(x, y)
+
+
+@ops.register("bilinear", OP.matmul)
+def _matmul(x, y, a):
+    return torch.matmul(x, y)
+
+
+@ops.register("bilinear", OP.linear)
+def _linear(x, w, a):
+    return torch.matmul(x, w.t())
+
+
+@ops.register("bilinear", OP.conv2d)
+def _conv2d(x, w, a):
+    return F.conv2d(x, w, None, a["stride"], a["padding"], a["dilation"], a["groups"])
+
+
 def bilinear(node):
+    """The node's bilinear map f(x, y) on ring tensors, from its op's "bilinear" rule."""
+    rule = ops.get(node.op).rule("bilinear")
+    if rule is None:
+        raise AssertionError(f"{node.op} has no bilinear rule")
     a = node.attr_dict
-    if node.op == "mul":
-        return torch.mul
-    if node.op == "matmul":
-        return torch.matmul
-    if node.op == "linear":
-        return lambda x, w: torch.matmul(x, w.t())
-    if node.op == "conv2d":
-        return lambda x, w: F.conv2d(x, w, None, a["stride"], a["padding"], a["dilation"], a["groups"])
-    raise AssertionError(node.op)
+    return lambda x, y: rule(x, y, a)
 
 
 def _add_bias(P, z: Shared, node, args):
@@ -53,6 +75,7 @@ def _add_bias(P, z: Shared, node, args):
     bias, vis = args[2], node.operands[2].type.vis
     b = shared(P, bias, vis, node.operands[2].type.shape)
     shape = [1] * z.data.dim()
+    # the bias's axis is a per-op fact (conv2d: channels, linear: last); no trait says it yet
     axis = 1 if node.op == "conv2d" else z.data.dim() - 1
     shape[axis] = -1
     # the bias has f fractional bits, the product f + extra: shift the bias up, exactly

@@ -2,14 +2,35 @@
 
 Every function that communicates is a generator to be used with ``yield from``; one
 ``yield`` is one round.
+
+Truncation (the one implementation; the approximation engine uses it too)
+--------------------------------------------------------------------------
+Dividing a sharing of x by 2^k, rounding down up to one unit:
+
+- 2 parties (SecureML), ``truncate_local``: party 0 shifts its share, party 1 shifts
+  the negation of its share and negates back; no message.
+- More parties (dealer-assisted), ``truncation_mask`` / ``truncated_opening``: the
+  dealer gives [r] and [r >> k] for a uniform r; the parties open z = x + r (one round)
+  and take (z >> k) - [r >> k], that is e = z >> k public plus the share m = -[r >> k]
+  of a mask the dealer knows (the engine keeps them apart, for monomials).
+
+Both are off by at most 1 in the last place, except with probability about |x| / 2^63
+per element (x in ring units, i.e. |value| 2^(scale)), where a share (or x + r) wraps and
+the result is wrong by ~2^(64-k): for |x| < 2^40 (values below 2^24 = 16.7 M before a
+truncation by f = 16 bits) that is below 2^-23 per element. Shares are uniform because
+they come from a zero sharing, a Beaver opening or a masked opening.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from .core import Ex
+from .core import ABSENT, Ex, Shared
 from ..material import Part
-from ..party import ABSENT, Party, Shared
+
+if TYPE_CHECKING:
+    from ..party import Party
 
 
 def others(P: Party):
@@ -61,40 +82,53 @@ def shared(P: Party, v, vis, shape) -> Shared:
     return P.share_plain(None if v is ABSENT else v, owner, shape)
 
 
+def lead(P: Party, v: torch.Tensor) -> torch.Tensor:
+    """A public ring value as party 0's share (the others hold 0)."""
+    return v if P.leader else torch.zeros_like(v)
+
+
+# ---------------------------------------------------------------- truncation (see the module docstring)
+
+
+def truncate_local(P: Party, x: torch.Tensor, bits: int) -> torch.Tensor:
+    """2 parties: a sharing of x divided by 2^bits, locally (SecureML)."""
+    if P.meta:
+        return x
+    if P.rank == 0:
+        return x >> bits
+    return -((-x) >> bits)
+
+
+def truncation_mask(r: torch.Tensor, bits: int) -> torch.Tensor:
+    """Dealer: the derived part [r >> bits] of a truncating opening of x + r."""
+    return r >> bits
+
+
+def truncated_opening(z: torch.Tensor, rt: torch.Tensor, bits: int):
+    """More parties: after opening z = x + r, (e, m) with x / 2^bits = e + M up to one
+    unit: e = z >> bits public, m = -rt this party's share of M = -(r >> bits)."""
+    return z >> bits, -rt
+
+
 def truncate(P: Party, x: torch.Tensor, bits: int | None = None):
-    """Divide a sharing by 2^bits (default f), rounding down up to one unit.
-
-    Two parties (SecureML): party 0 shifts its share, party 1 shifts the negation of its
-    share and negates back; no message. The result is off by at most 1 in the last place,
-    except with probability about |x| / 2^63 per element, where a share wraps and the
-    result is wrong by ~2^(64-f): for |x| < 2^40 (values below 2^24 = 16.7 M before the
-    shift, with f = 16) that is below 2^-23 per element. Shares are uniform because
-    they come from a zero sharing or a Beaver opening.
-
-    More parties: the dealer gives [r] and [r >> bits] for a uniform r; parties open
-    z = x + r (one round) and take (z >> bits) - [r >> bits]; the same wrap probability
-    applies, and the error is at most 1 unit.
-    """
+    """Divide a sharing by 2^bits (default f), rounding down up to one unit (error and
+    failure probability in the module docstring): local with 2 parties, one round with
+    more. A generator."""
     bits = P.frac if bits is None else bits
     if P.nparties == 2:
-        if P.meta:
-            return x
-        if P.rank == 0:
-            return x >> bits
-        return -((-x) >> bits)
+        return truncate_local(P, x, bits)
     shape = tuple(x.shape)
-    m = P.material.get("trunc", [Part("r", shape)], [Part("rt", shape)], lambda r: {"rt": r["r"] >> bits})
+    m = P.material.get("trunc", [Part("r", shape)], [Part("rt", shape)],
+                       lambda r: {"rt": truncation_mask(r["r"], bits)})
     (z,) = yield from open_all(P, [x + m["r"]])
     if P.meta:
         return x
-    out = -m["rt"]
-    if P.leader:
-        out = out + (z >> bits)
-    return out
+    e, mask = truncated_opening(z, m["rt"], bits)
+    return mask + lead(P, e)
 
 
-# Pending bits beyond f. |data| = |value| * 2^(f + extra), and a 2-party truncation fails
-# with probability about |data| / 2^63: f + 4 keeps a conv -> avg_pool chain (f + 2) lazy
+# Pending bits beyond f. |data| = |value| * 2^(f + extra), and a truncation fails with
+# probability about |data| / 2^63: f + 4 keeps a conv -> avg_pool chain (f + 2) lazy
 # without making that probability worse than truncating every product at once.
 MAX_EXTRA = 20
 

@@ -6,7 +6,7 @@ products of the bit; the zero test for eq), whose docstring has the protocol and
 Ops built on them (f: fractional bits; a result bit b is stored as b * 2^f):
 
     lt(x, y) = sign_bit(x - y)          gt(x, y) = sign_bit(y - x)
-    ge = 1 - lt,  le = 1 - gt           eq(x, y) = _zero_bit(x - y)
+    ge = 1 - lt,  le = 1 - gt           eq(x, y) = zero_bit(x - y)
     relu(x)  = x - [x < 0] x            (one sign_bit with mult=[x]: exact, 3 rounds)
     where(c, x, y) = y + c (x - y)      (local for a public c; otherwise one Beaver
                                          product and one truncation: error <= 2^-f)
@@ -41,19 +41,16 @@ from planc.ir.types import SECRET as SECRET_VIS
 
 from planc.ir.ops import OP
 
-from .core import protocol
 from ..material import Part
-from ..party import Shared
 from .beaver import product
-from .common import shared, truncate
+from .common import lead, shared, truncate
+from .core import Shared, protocol
+from .signbit import (
+    L, PAD, XOR_DEAL, Monomials, alloc_words, bit40, lt_derive, lt_parts, lt_rounds, mask_planes, nwords,
+    open_mixed, plane_code, relu_ring, sign_bit, unsqueeze_right, view_words, zero_bit,
+)
 
 assert sys.byteorder == "little"  # byte views of ring elements below
-
-# sign_bit, relu_ring and Monomials stay importable from here: approx.py and users do
-from .signbit import (  # noqa: F401
-    L, PAD, _XOR_DEAL, Monomials, _alloc, _bc, _bit40, _code, _lead, _lt_derive, _lt_parts, _lt_rounds, _lt_zero,
-    _nwords, _open, _planes, _view, _zero_bit, relu_ring, sign_bit,
-)
 
 
 # ---------------------------------------------------------------- max and argmax
@@ -103,28 +100,28 @@ def _tournament(P, v, track=None):
     the argmax). Stages from `_stages`: about 2 log2(n) rounds for small tensors, up to
     3 log2(n) for big ones."""
     n = v.shape[-1]
-    lead = tuple(v.shape[:-1])
-    B = math.prod(lead)
+    outer = tuple(v.shape[:-1])
+    B = math.prod(outer)
     race = _Race(v.reshape(B, n), track)
     for k in _stages(n, B)[1]:
         if k == 2:
             yield from _pair_stage(P, race)
         else:
             yield from _group_stage(P, race, k)
-    out = race.v[:, 0].reshape(lead)
+    out = race.v[:, 0].reshape(outer)
     if track == "index":
         if race.idx is None:  # a single candidate
-            return out, P.empty(lead) if P.meta else torch.zeros(lead, dtype=torch.int64)
-        return out, race.idx[:, 0].reshape(lead)
+            return out, P.empty(outer) if P.meta else torch.zeros(outer, dtype=torch.int64)
+        return out, race.idx[:, 0].reshape(outer)
     if track == "onehot":
         if P.meta:
-            return out, P.empty(lead + (n,))
+            return out, P.empty(outer + (n,))
         if race.oh is None:
-            return out, _lead(P, torch.ones(lead + (1,), dtype=torch.int64))
+            return out, lead(P, torch.ones(outer + (1,), dtype=torch.int64))
         oh = torch.zeros(B, n, dtype=torch.int64)
         keep = race.pos[0] >= 0
         oh[:, race.pos[0][keep]] = race.oh[:, 0, keep]
-        return out, oh.reshape(lead + (n,))
+        return out, oh.reshape(outer + (n,))
     return out, None
 
 
@@ -152,14 +149,14 @@ def _pair_stage(P, race):
         if P.meta:
             idx = P.empty((B, h))
         elif race.idx is None:
-            idx = _lead(P, torch.arange(0, 2 * h, 2).expand(B, h)) + s
+            idx = lead(P, torch.arange(0, 2 * h, 2).expand(B, h)) + s
         else:
             idx = ia + prods[1]
         if m % 2:
             if P.meta:
                 last = P.empty((B, 1))
             elif race.idx is None:
-                last = _lead(P, torch.full((B, 1), m - 1, dtype=torch.int64))
+                last = lead(P, torch.full((B, 1), m - 1, dtype=torch.int64))
             else:
                 last = race.idx[:, m - 1:]
             idx = torch.cat([idx, last], -1)
@@ -170,7 +167,7 @@ def _pair_stage(P, race):
         if P.meta:
             oh = P.empty((B, h, 2 * w))
         elif race.oh is None:
-            oh = torch.stack([_lead(P, torch.ones_like(s)) - s, s], -1)
+            oh = torch.stack([lead(P, torch.ones_like(s)) - s, s], -1)
         else:
             oh = torch.cat([oa - prods[1], prods[2]], -1)
         if m % 2:
@@ -178,7 +175,7 @@ def _pair_stage(P, race):
             if P.meta:
                 last = P.empty((B, 1, 2 * w))
             elif race.oh is None:
-                last = _lead(P, F.pad(torch.ones((B, 1, 1), dtype=torch.int64), (0, 1)))
+                last = lead(P, F.pad(torch.ones((B, 1, 1), dtype=torch.int64), (0, 1)))
             else:
                 last = F.pad(race.oh[:, m - 1:], (0, w))
             oh = torch.cat([oh, last], 1)
@@ -223,9 +220,9 @@ def _group_stage(P, race, k):
         pl = list(combinations(range(size), 2))
         pairs[c] = (torch.tensor([p[0] for p in pl]), torch.tensor([p[1] for p in pl]), pl)
         npairs += B * g * len(pl)
-    random, derived = _lt_parts(npairs)
+    random, derived = lt_parts(npairs)
     random.append(Part("mu", (npairs,), "xor"))
-    derived.append(Part("M3x", (_nwords(npairs, 1),), "xor64"))
+    derived.append(Part("M3x", (nwords(npairs, 1),), "xor64"))
     for c, (start, g, size) in enumerate(classes):
         K = _CAND[size].K
         random.append(Part(f"a{c}", (B, g, size)))
@@ -240,10 +237,10 @@ def _group_stage(P, race, k):
     def derive(full):
         R = torch.cat([(full[f"a{c}"][..., pairs[c][1]] - full[f"a{c}"][..., pairs[c][0]]).reshape(-1)
                        for c in range(len(classes))])
-        out = _lt_derive(R, full)
-        idx = _code(_planes(full["m3"], npairs, 3), npairs).astype(np.intp)
-        out["M3x"], xw = _alloc(np.uint8, (npairs,))
-        np.take(_XOR_DEAL, idx, out=xw, mode="clip")
+        out = lt_derive(R, full)
+        idx = plane_code(mask_planes(full["m3"], npairs, 3), npairs).astype(np.intp)
+        out["M3x"], xw = alloc_words(np.uint8, (npairs,))
+        np.take(XOR_DEAL, idx, out=xw, mode="clip")
         at = 0
         for c, (start, g, size) in enumerate(classes):
             np_ = B * g * len(pairs[c][2])
@@ -269,7 +266,7 @@ def _group_stage(P, race, k):
             items.append((race.idx[:, sl].reshape(B, g, size) - mat[f"ai{c}"], "ring"))
         if pay_o:
             items.append((race.oh[:, sl].reshape(B, g, size, w) - mat[f"ao{c}"], "ring"))
-    opened = iter((yield from _open(P, items)))
+    opened = iter((yield from open_mixed(P, items)))
     eps = []
     for c in range(len(classes)):
         eps.append((next(opened), next(opened) if pay_i else None, next(opened) if pay_o else None))
@@ -280,22 +277,22 @@ def _group_stage(P, race, k):
         cpub = cpub + (1 << (L - 1))
 
     # rounds 2 and 3: all comparisons, finished in XOR: [x < 0] = not c_40 xor rho xor B
-    e3 = yield from _lt_rounds(P, cpub, mat)
+    e3 = yield from lt_rounds(P, cpub, mat)
     if P.meta:
         sx = P.empty((npairs,), torch.bool)
     else:
-        # [v_i < v_j] = not s = f xor v[e1 + 2 e2], f = 1 xor c_40 xor e0 (see _lt_zero)
-        code = _code(e3, npairs)
-        sx = _view(mat["M3x"], np.uint8, (npairs,)) >> (code >> 1)
+        # [v_i < v_j] = not s = f xor v[e1 + 2 e2], f = 1 xor c_40 xor e0 (see signbit.sign_bit)
+        code = plane_code(e3, npairs)
+        sx = view_words(mat["M3x"], np.uint8, (npairs,)) >> (code >> 1)
         if P.leader:
             sx ^= code
-            sx ^= _bit40(cpub)
+            sx ^= bit40(cpub)
             sx ^= 1
         sx &= 1
         sx = torch.from_numpy(sx.view(bool))
 
     # round 4: the AND of each candidate's wins, with its products, arithmetically
-    (f,) = yield from _open(P, [(sx ^ mat["mu"], "xor")])
+    (f,) = yield from open_mixed(P, [(sx ^ mat["mu"], "xor")])
     vs, idxs, ohs, poss = [], [], [], []
     width = max(size for _, _, size in classes) * w
     at = 0
@@ -314,7 +311,7 @@ def _group_stage(P, race, k):
         sel, neg = _wins(size)
         coef = _CAND[size].arith_coefs(fc[..., sel] ^ neg)
         ix = _CAND[size].index
-        Wi = _lead(P, coef[0])
+        Wi = lead(P, coef[0])
         for T, ct in coef.items():
             if T:
                 Wi = Wi + ct * mat[f"W{c}"][..., ix[T]]
@@ -340,10 +337,10 @@ def _times(Wi, coef, ix, e_y, a_y, Wy):
     """Shares of W_i y_i for y = e_y + a_y (e_y public, (B, g, size, ...)): e_y W_i +
     sum_T coef_T [M_T a_y], with M_empty a_y = a_y; Wy holds [M_T a_y] on its last dim."""
     ex = e_y.dim() - 3
-    acc = e_y * _bc(Wi, ex) + _bc(coef[0], ex) * a_y
+    acc = e_y * unsqueeze_right(Wi, ex) + unsqueeze_right(coef[0], ex) * a_y
     for T, ct in coef.items():
         if T:
-            acc = acc + _bc(ct, ex) * Wy[..., ix[T]]
+            acc = acc + unsqueeze_right(ct, ex) * Wy[..., ix[T]]
     return acc
 
 
@@ -372,7 +369,7 @@ def max_dim(P, x: Shared, dim: int, keepdim: bool):
     d = x.data
     dim = None if dim is None else dim % max(d.dim(), 1)
     if d.dim() == 0:
-        return x, Shared(_lead(P, torch.full((), P.scale, dtype=torch.int64)) if not P.meta else P.empty(()))
+        return x, Shared(lead(P, torch.full((), P.scale, dtype=torch.int64)) if not P.meta else P.empty(()))
         yield  # pragma: no cover
     v, oh = yield from _tournament(P, _along(d, dim), "onehot")
     oh = oh << P.frac if not P.meta else oh
@@ -453,24 +450,46 @@ def _as_result(P, node, bit, negate=False):
     if P.meta:
         return Shared(P.empty(node.result.type.shape))
     if negate:
-        bit = _lead(P, torch.ones_like(bit)) - bit
+        bit = lead(P, torch.ones_like(bit)) - bit
     return Shared((bit << P.frac).reshape(node.result.type.shape))
 
 
-@protocol(OP.lt, OP.gt, OP.ge, OP.le)
-def compare(P, node, args, a):
-    """lt(x, y) = [x - y < 0], gt = [y - x < 0], ge = 1 - lt, le = 1 - gt: one sign_bit,
-    3 rounds, exact on the encodings for |x - y| < 2^40 ring units."""
-    swap = node.op in ("gt", "le")
+def _order(P, node, args, swap: bool, negate: bool):
+    """[x - y < 0] (swap: [y - x < 0]), or 1 minus it (negate): one sign_bit, 3 rounds,
+    exact on the encodings for |x - y| < 2^40 ring units."""
     s, _ = yield from sign_bit(P, _diff(P, node, args, swap))
-    return _as_result(P, node, s, negate=node.op in ("ge", "le"))
+    return _as_result(P, node, s, negate=negate)
+
+
+@protocol(OP.lt)
+def lt(P, node, args, a):
+    """lt(x, y) = [x - y < 0]."""
+    return (yield from _order(P, node, args, swap=False, negate=False))
+
+
+@protocol(OP.gt)
+def gt(P, node, args, a):
+    """gt(x, y) = [y - x < 0]."""
+    return (yield from _order(P, node, args, swap=True, negate=False))
+
+
+@protocol(OP.ge)
+def ge(P, node, args, a):
+    """ge(x, y) = 1 - [x - y < 0]."""
+    return (yield from _order(P, node, args, swap=False, negate=True))
+
+
+@protocol(OP.le)
+def le(P, node, args, a):
+    """le(x, y) = 1 - [y - x < 0]."""
+    return (yield from _order(P, node, args, swap=True, negate=True))
 
 
 @protocol(OP.eq)
 def eq(P, node, args, a):
-    """eq(x, y) = [x - y == 0] by _zero_bit: 3 rounds, exact on the encodings for
+    """eq(x, y) = [x - y == 0] by zero_bit: 3 rounds, exact on the encodings for
     |x - y| < 2^40 ring units."""
-    z = yield from _zero_bit(P, _diff(P, node, args))
+    z = yield from zero_bit(P, _diff(P, node, args))
     return _as_result(P, node, z)
 
 

@@ -6,7 +6,7 @@ adaptive_avg_pool2d and div-by-public multiply by public fractions: encoded with
 bits, then one truncation (error at most 1 unit in the last place plus the encoding
 error of the fraction, |c| * 2^-17). batch_norm with plaintext statistics folds them
 into a per-channel scale and shift at their owner, then needs one product; with secret
-(or mixed-owner) statistics it takes approx.rsqrt_shared and up to two products.
+(or mixed-owner) statistics it takes approx.roots.rsqrt and up to two products.
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from planc.ir.types import SECRET
 
 from planc.ir.ops import OP
 
-from .core import protocol
-from ..party import ABSENT, Shared
+from .approx.roots import rsqrt
 from .beaver import product
 from .common import align, scale_public, settle, shared, truncate
+from .core import ABSENT, Shared, protocol
 
 
 def _operands(P, node, args):
@@ -184,15 +184,13 @@ def _plain(P, v, vis):
 def _batch_norm_secret(P, node, args, a):
     """Secret (or mixed-owner) statistics: y = (x - mean) * s + b, s = w * rsqrt(var + eps).
 
-    r = rsqrt(var + eps) is approx.rsqrt_shared when var is secret (8 rounds; var + eps in
+    r = rsqrt(var + eps) is approx.roots.rsqrt when var is secret (8 rounds; var + eps in
     [2^-16, 2^16), error 2^-14 + 2^-16 r), else float64 at var's holder. s = w r is
     plaintext when w and r have one holder, else one product (1 round, truncated); then
     one product for (x - mean) s (1 round), its truncation left pending like any
     product's: 10 rounds with a secret var and w (9 with a public w). Error:
     |x - mean| (|w| (2^-14 + 2^-16 r) + 2^-16) + 2^-15 (eps and the statistics taken as
     encoded)."""
-    from .approx import rsqrt_shared  # approx builds on compare, which builds on this family
-
     x, mean_, var, w, b = args
     xo, mo, vo, wo, bo = node.operands
     xs = tuple(xo.type.shape)
@@ -202,7 +200,7 @@ def _batch_norm_secret(P, node, args, a):
     vv, wv = vo.type.vis, wo.type.vis
     if vv.is_secret:
         eps = P.empty(cs) if P.meta else P.public_share(P.enc(torch.full(cs, a["eps"], dtype=torch.float64))).data
-        r = yield from rsqrt_shared(P, Shared(var.data + eps))
+        r = yield from rsqrt(P, Shared(var.data + eps))
         rv = SECRET
     else:
         pv = _plain(P, var, vv)
@@ -255,9 +253,19 @@ def pad(P, node, args, a):
     yield  # pragma: no cover
 
 
-@protocol(OP.cat, OP.stack)
-def cat(P, node, args, a):
+def _join(P, node, args, join):
+    """cat/stack of shares: operands brought to one pending scale, then joined."""
     xs = align(*_operands(P, node, args))
-    parts = [s.data for s in xs]
-    return Shared(torch.cat(parts, a["dim"]) if node.op == "cat" else torch.stack(parts, a["dim"]), xs[0].extra)
+    return Shared(join([s.data for s in xs], node.attr("dim")), xs[0].extra)
+
+
+@protocol(OP.cat)
+def cat(P, node, args, a):
+    return _join(P, node, args, torch.cat)
+    yield  # pragma: no cover
+
+
+@protocol(OP.stack)
+def stack(P, node, args, a):
+    return _join(P, node, args, torch.stack)
     yield  # pragma: no cover

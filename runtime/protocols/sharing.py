@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from planc.ir.ops import OP
 
-from .core import Ex, protocol
-from ..party import ABSENT, Shared
+from .core import ABSENT, Ex, Shared, protocol
 from ..dtypes import TORCH_DTYPE
 from .common import open_all, open_to, shared
 

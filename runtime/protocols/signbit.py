@@ -3,7 +3,7 @@
 Everything rests on two dealer-assisted bit extractions on a ring share [x]:
 
     sign_bit  [x < 0]   for |x| < 2^40 ring units (|value| < 2^(40-f), 2^24 for f = 16)
-    _zero_bit [x == 0]  for |x| < 2^40 ring units
+    zero_bit  [x == 0]  for |x| < 2^40 ring units
 
 each 3 rounds whatever the number of parties, returning an ARITHMETIC share of the plain
 0/1 bit (scale 1). Results are exact in the ring inside these ranges (no approximation,
@@ -86,11 +86,26 @@ y = x), 8 B more per y in `mult` (none for y = x); dealer (the last party's corr
 20 B of thermometers + 16 B of closure words + 1 bit + 4 ring elements, and 4 ring
 elements per y.
 
-_zero_bit is the same with equality only: c = x + r (40 bits), P_g = a_g xor b_g, round 2
+zero_bit is the same with equality only: c = x + r (40 bits), P_g = a_g xor b_g, round 2
 ANDs five P's per super-group (31 subsets), round 3 ANDs the two results arithmetically
 (closure {m0, m1, m0 m1}, arithmetically shared).
 
 The ops built on these (comparisons, where, max/argmax, max_pool2d) are in compare.py.
+
+Public API (``__all__``)
+------------------------
+- ``sign_bit(P, x, mult)``, ``zero_bit(P, x)``, ``relu_ring(P, x)``: the extractions.
+- ``Monomials``: sums of monomials over secret bits in one round (the tables of round 2).
+- Rounds 2 and 3 on a public c, for callers that open their own round 1 (compare.py's
+  group stage compares every pair of a group from one opening of each candidate):
+  ``lt_parts`` (the material they need), ``lt_derive`` (the dealer's derived parts from
+  the comparison masks), ``lt_rounds`` (the two rounds; the opened bit planes come back),
+  ``mask_planes`` / ``plane_code`` (bit planes of material, and per-element codes from
+  planes), ``bit40`` (bit 40 of ring values) and ``XOR_DEAL`` (round 3's truth table of
+  the AND as XOR bits, one byte per mask code).
+- ``open_mixed(P, items)``: one round opening ring sums, 48-bit sums and XOR words.
+- Packed material words: ``nwords``, ``view_words``, ``alloc_words``; ``unsqueeze_right``.
+- Constants: ``L`` (x + 2^(L-1) in [0, 2^L)), ``PAD`` (-(2^39 - 1): "-inf" for padding).
 """
 from __future__ import annotations
 
@@ -104,6 +119,12 @@ import torch
 from .core import Ex
 from ..material import Part
 from .common import others
+
+__all__ = [
+    "L", "PAD", "Monomials", "XOR_DEAL", "alloc_words", "bit40", "lt_derive", "lt_parts", "lt_rounds",
+    "mask_planes", "nwords", "open_mixed", "plane_code", "relu_ring", "sign_bit", "unsqueeze_right",
+    "view_words", "zero_bit",
+]
 
 assert sys.byteorder == "little"  # byte views of ring elements below
 
@@ -120,21 +141,21 @@ _TOP = np.uint64(1 << 63)
 # ---------------------------------------------------------------- packed words
 
 
-def _nwords(count: int, itemsize: int) -> int:
+def nwords(count: int, itemsize: int) -> int:
     """int64 words holding `count` items of `itemsize` bytes."""
     return -(-count * itemsize // 8)
 
 
-def _view(words: torch.Tensor, dtype, shape) -> np.ndarray:
+def view_words(words: torch.Tensor, dtype, shape) -> np.ndarray:
     """The first prod(shape) items of `dtype` in int64 words (material), zero-copy."""
     count = math.prod(shape)
     return words.numpy().reshape(-1).view(dtype)[:count].reshape(shape)
 
 
-def _alloc(dtype, shape):
+def alloc_words(dtype, shape):
     """(int64 word tensor, numpy view of it as dtype/shape); the padding is zeroed."""
     count = math.prod(shape)
-    nw = _nwords(count, np.dtype(dtype).itemsize)
+    nw = nwords(count, np.dtype(dtype).itemsize)
     buf = np.empty(nw, np.int64)
     if nw:
         buf[-1] = 0
@@ -320,7 +341,7 @@ def _truth_table():
     return tab, byte
 
 
-_SIGN_DEAL, _XOR_DEAL = _truth_table()
+_SIGN_DEAL, XOR_DEAL = _truth_table()
 _ZERO_COEF = EQ3.arith_table()  # (1 + 3, 4)
 _ZERO_DEAL = EQ3.prod_table()  # (3, 4)
 
@@ -328,7 +349,7 @@ _ZERO_DEAL = EQ3.prod_table()  # (3, 4)
 # ---------------------------------------------------------------- opening
 
 
-def _open(P, items):
+def open_mixed(P, items):
     """One round opening several sharings: items are (share, kind) with kind 'ring'
     (sum mod 2^64), 'low' (sum mod 2^48, 6 bytes on the wire) or 'xor' (XOR of bool or
     integer words)."""
@@ -363,11 +384,6 @@ def _open(P, items):
     return out
 
 
-def _lead(P, v):
-    """A public value as party 0's share (others hold 0)."""
-    return v if P.leader else torch.zeros_like(v)
-
-
 def _nibbles(v: torch.Tensor) -> np.ndarray:
     """The ten 4-bit groups of v's low 40 bits, as (10, n) uint8 (group g in row g)."""
     n = v.shape[0]
@@ -378,13 +394,13 @@ def _nibbles(v: torch.Tensor) -> np.ndarray:
     return out
 
 
-def _bit40(v: torch.Tensor) -> np.ndarray:
+def bit40(v: torch.Tensor) -> np.ndarray:
     """Bit 40 of each element, as uint8 (n,)."""
     n = v.shape[0]
     return _np(v).view(np.uint8).reshape(n, 8)[:, 5] & 1
 
 
-def _bc(t, ndim):
+def unsqueeze_right(t, ndim):
     """t broadcast against a tensor with `ndim` more trailing dims."""
     return t.reshape(tuple(t.shape) + (1,) * ndim)
 
@@ -419,17 +435,17 @@ def _nplane(n):
     return (n + 7) // 8
 
 
-def _lt_parts(n, planes=3, rho=True):
+def lt_parts(n, planes=3, rho=True):
     """Material of rounds 2 and 3 of n comparisons, packed. Random masks in the wire
     layouts: m2 = the low 16 bits of each element's 20 raw bits (n,) uint16, then their
     top 4 bits two elements a byte; m3 = `planes` bit planes of n bits. Derived, by
-    `_lt_derive` from the comparison masks: thermometer words T (10, n) uint16, closure
+    `lt_derive` from the comparison masks: thermometer words T (10, n) uint16, closure
     words M2 (2, n) int64 and (with rho) the bit plane of rho = r_40."""
-    derived = [Part("T", (_nwords(NGROUPS * n, 2),), "xor64"), Part("M2", (2, n), "xor64")]
+    derived = [Part("T", (nwords(NGROUPS * n, 2),), "xor64"), Part("M2", (2, n), "xor64")]
     if rho:
-        derived.append(Part("rx", (_nwords(_nplane(n), 1),), "xor64"))
-    return ([Part("m2", (_nwords(2 * n + _nhalf(n), 1),), "xor64"),
-             Part("m3", (_nwords(planes * _nplane(n), 1),), "xor64")], derived)
+        derived.append(Part("rx", (nwords(_nplane(n), 1),), "xor64"))
+    return ([Part("m2", (nwords(2 * n + _nhalf(n), 1),), "xor64"),
+             Part("m3", (nwords(planes * _nplane(n), 1),), "xor64")], derived)
 
 
 def _m2(words, n):
@@ -463,12 +479,12 @@ def _rows(table, idx):
     return out
 
 
-def _planes(m3, n, planes):
+def mask_planes(m3, n, planes):
     """Bit planes (planes, ceil(n / 8)) uint8 of the round-3 masks in material words."""
     return m3.numpy().view(np.uint8)[:planes * _nplane(n)].reshape(planes, _nplane(n))
 
 
-def _code(planes, n, extra=None):
+def plane_code(planes, n, extra=None):
     """Per element, the bits of `planes` (k, ceil(n / 8)) as one uint8 code (bit j from
     plane j), or'ed with `extra` shifted above them."""
     k = planes.shape[0]
@@ -483,18 +499,18 @@ def _code(planes, n, extra=None):
     return code
 
 
-def _lt_derive(r, full, mono=None):
+def lt_derive(r, full, mono=None):
     """Dealer: thermometer words of r's groups and the closure words (of `mono`, LT2 by
     default) of the masks m2."""
     n = r.shape[0]
-    T, tv = _alloc(np.uint16, (NGROUPS, n))
+    T, tv = alloc_words(np.uint16, (NGROUPS, n))
     np.left_shift(np.uint16(0xFFFE), _nibbles(r), out=tv)
     np.invert(tv, out=tv)  # (2 << g) - 1: bits 0..g set, q_v = [g >= v]
     m2 = _raw2(*_m2(full["m2"], n), n)
     out = {"T": T, "M2": torch.from_numpy(np.take((mono or LT2).prod_words, m2))}
     if mono is None:
-        out["rx"], rx = _alloc(np.uint8, (_nplane(n),))
-        rx[:] = np.packbits(_bit40(r), bitorder="little")
+        out["rx"], rx = alloc_words(np.uint8, (_nplane(n),))
+        rx[:] = np.packbits(bit40(r), bitorder="little")
     return out
 
 
@@ -503,7 +519,7 @@ def _level1(P, c, m, n):
     the ten groups xor m2, in the wire layout (the low 16 of the 20 bits (n,) int16, the
     top 4 two elements a byte (ceil(n / 2),) uint8). Group g's pair is in bits 2g, 2g + 1
     of the 20; super-group s is bits 10 s to 10 s + 9."""
-    y = _view(m["T"], np.uint16, (NGROUPS, n)) >> _nibbles(c)
+    y = view_words(m["T"], np.uint16, (NGROUPS, n)) >> _nibbles(c)
     y &= 3
     y <<= _SH2
     mlo, mhi = _m2(m["m2"], n)
@@ -525,14 +541,14 @@ def _round2_wire(P, n):
     return None
 
 
-def _lt_rounds(P, c, m):
+def lt_rounds(P, c, m):
     """Rounds 2 and 3 of comparisons [c_{0..39} < r_{0..39}] for public c (n,): level 1
     locally, round 2 for each super-group's (G, P), round 3 opens (rho xor Gt, Pt, Gb)
     masked by m3, as three bit planes. Returns the opened planes (3, ceil(n / 8)) uint8;
     the caller finishes arithmetically or in XOR (see `_truth_table`)."""
     n = c.shape[0]
     u2 = _round2_wire(P, n) or _level1(P, c, m, n)
-    e2 = yield from _open(P, [(u, "xor") for u in u2])
+    e2 = yield from open_mixed(P, [(u, "xor") for u in u2])
     if P.meta:
         u3 = P.empty((3, _nplane(n)), torch.uint8)
     else:
@@ -541,14 +557,14 @@ def _lt_rounds(P, c, m):
         np.take(LT2.coef_words[0], e[1], out=W[0], mode="clip")  # G top
         np.take(LT2.coef_words[1], e[1], out=W[1], mode="clip")  # P top
         np.take(LT2.coef_words[0], e[0], out=W[2], mode="clip")  # G bottom
-        M = _view(m["M2"], np.int64, (2, n))
+        M = view_words(m["M2"], np.int64, (2, n))
         W[:2] &= M[1]
         W[2] &= M[0]
         u = np.packbits(_parity(W), axis=-1, bitorder="little")
-        u[0] ^= _planes(m["rx"], n, 1)[0]  # w = rho xor Gt
-        u ^= _planes(m["m3"], n, 3)
+        u[0] ^= mask_planes(m["rx"], n, 1)[0]  # w = rho xor Gt
+        u ^= mask_planes(m["m3"], n, 3)
         u3 = torch.from_numpy(u)
-    (e3,) = yield from _open(P, [(u3, "xor")])
+    (e3,) = yield from open_mixed(P, [(u3, "xor")])
     if P.meta:
         return e3
     return e3.numpy()
@@ -558,7 +574,7 @@ def _lt_zero(P, x, ys, same):
     """sign_bit on flat x (n,): ys[k] (n, ...) are the mult factors, same[k] whether
     ys[k] is x itself (then its mask is -r and its eps is c - 2^40, both free)."""
     n = x.shape[0]
-    random, derived = _lt_parts(n)
+    random, derived = lt_parts(n)
     random = [Part("r", (n,))] + random
     derived.append(Part("D", (4, n)))
     for k, y in enumerate(ys):
@@ -569,14 +585,14 @@ def _lt_zero(P, x, ys, same):
 
     def derive(full):
         r = full["r"]
-        out = _lt_derive(r, full)
-        D = torch.from_numpy(_rows(_SIGN_DEAL, _code(_planes(full["m3"], n, 3), n)))  # (4, n): v[j]
+        out = lt_derive(r, full)
+        D = torch.from_numpy(_rows(_SIGN_DEAL, plane_code(mask_planes(full["m3"], n, 3), n)))  # (4, n): v[j]
         out["D"] = D
         for k, y in enumerate(ys):
             if same[k]:  # a = -r
                 out[f"Da{k}"] = torch.mul(D, r).neg_()
             else:
-                out[f"Da{k}"] = _bc(D, y.dim() - 1) * full[f"a{k}"]
+                out[f"Da{k}"] = unsqueeze_right(D, y.dim() - 1) * full[f"a{k}"]
         return out
 
     m = P.material.get("sign", random, derived, derive)
@@ -590,18 +606,18 @@ def _lt_zero(P, x, ys, same):
     for k, y in enumerate(ys):
         if not same[k]:
             items.append((y - m[f"a{k}"], "ring"))
-    opened = yield from _open(P, items)
+    opened = yield from open_mixed(P, items)
     c, eps_list = opened[0], opened[1:]
-    e3 = yield from _lt_rounds(P, c, m)
+    e3 = yield from lt_rounds(P, c, m)
     if P.meta:
         return P.empty((n,)), [P.empty(y.shape) for y in ys]
 
     # s = c_40 xor t, t = e0 xor v[e1 + 2 e2]: [x < 0] = f xor v = f + (1 - 2f) v with the
     # public f = 1 xor c_40 xor e0, and [x < 0] y = f y + eps ([x < 0] - f) + (1 - 2f) [v a]
-    code = _code(e3, n)
+    code = plane_code(e3, n)
     sel = torch.from_numpy(code >> 1).to(torch.int64).unsqueeze(0)  # e1 + 2 e2
     code &= 1
-    code ^= _bit40(c)
+    code ^= bit40(c)
     code ^= 1
     f = torch.from_numpy(code).to(torch.int64)
     g = 1 - 2 * f
@@ -616,15 +632,15 @@ def _lt_zero(P, x, ys, same):
     for k, y in enumerate(ys):
         extra = y.dim() - 1
         Da = m[f"Da{k}"]
-        va = torch.gather(Da, 0, _bc(sel, extra).expand((1,) + tuple(Da.shape[1:])))[0]
+        va = torch.gather(Da, 0, unsqueeze_right(sel, extra).expand((1,) + tuple(Da.shape[1:])))[0]
         if same[k]:
             q = va.mul_(g)
             q.addcmul_(f, y)
             q.addcmul_(c.sub_(1 << (L - 1)), bf)  # eps = c - 2^40 (c is not used again)
         else:
-            q = va.mul_(_bc(g, extra))
-            q += _bc(f, extra) * y
-            q += next(it) * _bc(bf, extra)
+            q = va.mul_(unsqueeze_right(g, extra))
+            q += unsqueeze_right(f, extra) * y
+            q += next(it) * unsqueeze_right(bf, extra)
         prods.append(q)
     return bit, prods
 
@@ -637,38 +653,38 @@ def _dot(coef, M):
     return acc
 
 
-def _zero_bit(P, x):
+def zero_bit(P, x):
     """[x == 0] as an arithmetic share with scale 1, for |x| < 2^40 ring units. 3 rounds."""
     shape = tuple(x.shape)
     n = math.prod(shape)
     x = x.reshape(n)
-    random, derived = _lt_parts(n, 2, rho=False)
+    random, derived = lt_parts(n, 2, rho=False)
     random = [Part("r", (n,))] + random
     derived.append(Part("M3", (EQ3.K, n)))
 
     def derive(full):
-        out = _lt_derive(full["r"], full, EQ2)
-        m3 = _code(_planes(full["m3"], n, 2), n)
+        out = lt_derive(full["r"], full, EQ2)
+        m3 = plane_code(mask_planes(full["m3"], n, 2), n)
         out["M3"] = torch.from_numpy(_rows(_ZERO_DEAL, m3))
         return out
 
     m = P.material.get("zero", random, derived, derive)
-    (c,) = yield from _open(P, [(x + m["r"], "low")])  # x == 0 iff c = r mod 2^40
+    (c,) = yield from open_mixed(P, [(x + m["r"], "low")])  # x == 0 iff c = r mod 2^40
     u2 = _round2_wire(P, n) or _level1(P, c, m, n)
-    e2 = yield from _open(P, [(u, "xor") for u in u2])
+    e2 = yield from open_mixed(P, [(u, "xor") for u in u2])
     if P.meta:
         u3 = P.empty((2, _nplane(n)), torch.uint8)
     else:
         e = _raw2(e2[0].numpy().view(np.uint16), e2[1].numpy(), n)
         W = np.take(EQ2.coef_words[0], e, mode="clip")
-        W &= _view(m["M2"], np.int64, (2, n))
+        W &= view_words(m["M2"], np.int64, (2, n))
         u = np.packbits(_parity(W), axis=-1, bitorder="little")
-        u ^= _planes(m["m3"], n, 2)
+        u ^= mask_planes(m["m3"], n, 2)
         u3 = torch.from_numpy(u)
-    (e3,) = yield from _open(P, [(u3, "xor")])
+    (e3,) = yield from open_mixed(P, [(u3, "xor")])
     if P.meta:
         return P.empty(shape)
-    C = torch.from_numpy(_rows(_ZERO_COEF, _code(e3.numpy(), n)))
+    C = torch.from_numpy(_rows(_ZERO_COEF, plane_code(e3.numpy(), n)))
     z = _dot(C[1:], m["M3"])
     if P.leader:
         z += C[0]
