@@ -13,11 +13,24 @@ from .types import TensorType
 
 
 class TypeRuleError(ValueError):
-    """An op's operands or attributes do not fit its declaration."""
+    """An op's operands or attributes do not fit its declaration: `problem` says how,
+    `op` names the op, `attr` the attribute at fault and `operand` the operand's index
+    (each None when not known). ``str()`` is "op: problem", or `sentence` when the
+    problem reads as one with the op's name in front ("max_pool2d has no attribute ...")."""
+
+    def __init__(self, problem: str, *, op: str | None = None, attr: str | None = None,
+                 operand: int | None = None, sentence: bool = False):
+        super().__init__(problem)
+        self.problem, self.op, self.attr, self.operand, self.sentence = problem, op, attr, operand, sentence
+
+    def __str__(self):
+        if not self.op:
+            return self.problem
+        return f"{self.op} {self.problem}" if self.sentence else f"{self.op}: {self.problem}"
 
 
-def _err(msg):
-    raise TypeRuleError(msg)
+def _err(msg, **where):
+    raise TypeRuleError(msg, **where)
 
 
 class MixesSecret(TypeRuleError):
@@ -25,8 +38,7 @@ class MixesSecret(TypeRuleError):
     ``share`` of operand ``operand`` (the visibility pass inserts it)."""
 
     def __init__(self, msg, operand: int):
-        super().__init__(msg)
-        self.operand = operand
+        super().__init__(msg, operand=operand)
 
 
 # attribute kinds: int, float, bool, str, ints, floats; a trailing "?" allows None
@@ -221,14 +233,15 @@ def full_attrs(opdef: OpDef, given: dict) -> dict:
     out = {}
     for k in given:
         if k not in opdef.attrs:
-            _err(f"{opdef.name} has no attribute {k!r}; it has {', '.join(opdef.attrs) or 'none'}")
+            _err(f"has no attribute {k!r}; it has {', '.join(opdef.attrs) or 'none'}", op=opdef.name, attr=k,
+                 sentence=True)
     for k, spec in opdef.attrs.items():
         if k in given:
             v = given[k]
             if isinstance(v, list):
                 v = tuple(v)
             if not check_attr(spec.kind, v):
-                _err(f"{opdef.name}: attribute {k}={v!r} is not of kind {spec.kind}")
+                _err(f"attribute {k}={v!r} is not of kind {spec.kind}", op=opdef.name, attr=k)
             # one spelling per value, so that equal graphs print and compare equal
             if spec.kind.startswith("floats") and v is not None:
                 v = tuple(float(x) for x in v)
@@ -236,7 +249,7 @@ def full_attrs(opdef: OpDef, given: dict) -> dict:
                 v = float(v)
             out[k] = v
         elif spec.required:
-            _err(f"{opdef.name}: missing attribute {k!r} ({spec.kind})")
+            _err(f"missing attribute {k!r} ({spec.kind})", op=opdef.name, attr=k)
         else:
             out[k] = spec.default
     return out
@@ -248,7 +261,12 @@ def infer_types(name: str, types: list[TensorType], attrs: dict) -> list[TensorT
     lo, hi = d.arity()
     if len(types) < lo or (hi is not None and len(types) > hi):
         want = f"{lo}" if hi == lo else f"{lo}..{hi if hi is not None else ''}"
-        _err(f"{name} takes {want} operands, got {len(types)}")
+        _err(f"takes {want} operands, got {len(types)}", op=name, sentence=True)
     if d.infer is None:
-        _err(f"{name} has declared result types")
-    return d.infer(types, attrs)
+        _err("has declared result types", op=name, sentence=True)
+    try:
+        return d.infer(types, attrs)
+    except TypeRuleError as e:
+        if e.op is None:
+            e.op = name
+        raise

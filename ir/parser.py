@@ -247,7 +247,7 @@ class _Reader:
         try:
             full = ops.full_attrs(d, values)
         except ops.TypeRuleError as e:
-            attr = getattr(e, "attr", None) or _culprit(d, values)
+            attr = e.attr or _culprit(d, values)
             # an attribute that was written: point at it; a missing one: at the op
             at = given[attr][1] if attr in given else op_tok
             raise self.fail(at, str(e), op=d.name, attr=attr) from None

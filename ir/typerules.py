@@ -88,7 +88,7 @@ def _div(types, a):
 def _matmul(types, a):
     x, w = types
     if x.rank == 0 or w.rank == 0:
-        _err("matmul needs operands of rank >= 1")
+        _err("needs operands of rank >= 1")
     xs, ws = list(x.shape), list(w.shape)
     xv = len(xs) == 1
     wv = len(ws) == 1
@@ -97,7 +97,7 @@ def _matmul(types, a):
     if wv:
         ws = ws + [1]
     if xs[-1] != ws[-2]:
-        _err(f"matmul: inner dimensions differ: {list(x.shape)} @ {list(w.shape)}")
+        _err(f"inner dimensions differ: {list(x.shape)} @ {list(w.shape)}")
     batch = broadcast(tuple(xs[:-2]), tuple(ws[:-2]))
     shape = list(batch) + [xs[-2], ws[-1]]
     if wv:
@@ -110,9 +110,9 @@ def _matmul(types, a):
 def _linear(types, a):
     x, w = types[0], types[1]
     if w.rank != 2 or x.rank < 1 or x.shape[-1] != w.shape[1]:
-        _err(f"linear: input {list(x.shape)} does not fit weight {list(w.shape)}")
+        _err(f"input {list(x.shape)} does not fit weight {list(w.shape)}")
     if len(types) == 3 and types[2].shape != (w.shape[0],):
-        _err(f"linear: bias {list(types[2].shape)} should be [{w.shape[0]}]")
+        _err(f"bias {list(types[2].shape)} should be [{w.shape[0]}]")
     return [TensorType(x.dtype, x.shape[:-1] + (w.shape[0],), _vis(types, mixed=True))]
 
 
@@ -137,15 +137,15 @@ def _pair(v, name):
 def _conv2d(types, a):
     x, w = types[0], types[1]
     if x.rank != 4 or w.rank != 4:
-        _err(f"conv2d: expects input [N,C,H,W] and weight [O,C/g,kh,kw], got {list(x.shape)} and {list(w.shape)}")
+        _err(f"expects input [N,C,H,W] and weight [O,C/g,kh,kw], got {list(x.shape)} and {list(w.shape)}")
     g = a["groups"]
     if g < 1 or x.shape[1] != w.shape[1] * g or w.shape[0] % g:
-        _err(f"conv2d: weight is {w} but input has {x.shape[1]} channels (groups={g})")
+        _err(f"weight is {w} but input has {x.shape[1]} channels (groups={g})")
     if len(types) == 3 and types[2].shape != (w.shape[0],):
-        _err(f"conv2d: bias {list(types[2].shape)} should be [{w.shape[0]}]")
+        _err(f"bias {list(types[2].shape)} should be [{w.shape[0]}]")
     s, p, d = _pair(a["stride"], "stride"), _pair(a["padding"], "padding"), _pair(a["dilation"], "dilation")
     if min(s) < 1 or min(d) < 1 or min(p) < 0:
-        _err("conv2d: stride and dilation must be >= 1, padding >= 0")
+        _err("stride and dilation must be >= 1, padding >= 0")
     h = _pool_out(x.shape[2], w.shape[2], s[0], p[0], d[0], False)
     wd = _pool_out(x.shape[3], w.shape[3], s[1], p[1], d[1], False)
     return [TensorType(x.dtype, (x.shape[0], w.shape[0], h, wd), _vis(types, mixed=True))]
@@ -186,7 +186,7 @@ def _batch_norm(types, a):
         _err("batch_norm expects [N,C,...]")
     for t in types[1:]:
         if t.shape != (x.shape[1],):
-            _err(f"batch_norm: per-channel operand {list(t.shape)} should be [{x.shape[1]}]")
+            _err(f"per-channel operand {list(t.shape)} should be [{x.shape[1]}]")
     return [x.with_vis(_vis(types, mixed=True))]
 
 
@@ -233,7 +233,7 @@ def _argmax(types, a):
 
 def _where(types, a):
     if types[0].dtype != "bool":
-        _err(f"where: condition must be bool, got {types[0]}")
+        _err(f"condition must be bool, got {types[0]}")
     shape = broadcast(*(t.shape for t in types))
     return [TensorType(promote(types[1].dtype, types[2].dtype), shape, _vis(types))]
 
@@ -259,7 +259,7 @@ def _flatten(types, a):
         return [TensorType(x.dtype, (1,), _vis(types))]
     s, e = _dim(a["start"], x.rank), _dim(a["end"], x.rank)
     if s > e:
-        _err(f"flatten: start {s} after end {e}")
+        _err(f"start {s} after end {e}")
     shape = x.shape[:s] + (_numel(x.shape[s : e + 1]),) + x.shape[e + 1 :]
     return [TensorType(x.dtype, shape, _vis(types))]
 
@@ -277,7 +277,7 @@ def _permute(types, a):
     x = types[0]
     p = a["dims"]
     if sorted(p) != list(range(x.rank)):
-        _err(f"permute: {list(p)} is not a permutation of {x.rank} dims")
+        _err(f"{list(p)} is not a permutation of {x.rank} dims")
     return [TensorType(x.dtype, tuple(x.shape[i] for i in p), _vis(types))]
 
 
@@ -308,7 +308,7 @@ def _cat(types, a):
     for t in types[1:]:
         dt = promote(dt, t.dtype)
         if t.rank != x.rank or any(t.shape[i] != x.shape[i] for i in range(x.rank) if i != d):
-            _err(f"cat: shapes {list(x.shape)} and {list(t.shape)} differ outside dim {d}")
+            _err(f"shapes {list(x.shape)} and {list(t.shape)} differ outside dim {d}")
     shape = x.shape[:d] + (sum(t.shape[d] for t in types),) + x.shape[d + 1 :]
     return [TensorType(dt, shape, _vis(types))]
 
@@ -322,7 +322,7 @@ def _stack(types, a):
     for t in types[1:]:
         dt = promote(dt, t.dtype)
         if t.shape != x.shape:
-            _err(f"stack: shapes {list(x.shape)} and {list(t.shape)} differ")
+            _err(f"shapes {list(x.shape)} and {list(t.shape)} differ")
     return [TensorType(dt, x.shape[:d] + (len(types),) + x.shape[d:], _vis(types))]
 
 
@@ -330,7 +330,7 @@ def _pad(types, a):
     x = types[0]
     p = a["pads"]
     if len(p) % 2 or len(p) // 2 > x.rank or min(p, default=0) < 0:
-        _err(f"pad: {list(p)} needs non-negative (left, right) pairs for the last dims")
+        _err(f"{list(p)} needs non-negative (left, right) pairs for the last dims")
     s = list(x.shape)
     for i in range(len(p) // 2):
         s[-1 - i] += p[2 * i] + p[2 * i + 1]
@@ -345,7 +345,7 @@ def _squeeze(types, a):
     for d in dims:
         _dim(d, x.rank)
         if x.shape[d] != 1:
-            _err(f"squeeze: dim {d} has size {x.shape[d]}, not 1")
+            _err(f"dim {d} has size {x.shape[d]}, not 1")
     return [TensorType(x.dtype, tuple(s for i, s in enumerate(x.shape) if i not in dims), _vis(types))]
 
 
@@ -359,11 +359,11 @@ def _expand(types, a):
     x = types[0]
     shape = a["shape"]
     if len(shape) < x.rank:
-        _err(f"expand: {list(shape)} has fewer dims than {list(x.shape)}")
+        _err(f"{list(shape)} has fewer dims than {list(x.shape)}")
     for i, s in enumerate(x.shape):
         t = shape[len(shape) - x.rank + i]
         if s != 1 and s != t:
-            _err(f"expand: cannot expand {list(x.shape)} to {list(shape)}")
+            _err(f"cannot expand {list(x.shape)} to {list(shape)}")
     return [TensorType(x.dtype, shape, _vis(types))]
 
 

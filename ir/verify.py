@@ -73,8 +73,8 @@ class _Verifier:
         raise VerifyError(msg, node, self.g, operand=operand, attr=attr)
 
     def rule_failed(self, node, e: ops.TypeRuleError):
-        # TypeRuleError may say which attribute or operand broke the rule (optional fields)
-        self.fail(node, str(e), operand=getattr(e, "operand", None), attr=getattr(e, "attr", None))
+        # the node's own line names the op: the problem, and which operand or attribute
+        self.fail(node, e.problem, operand=e.operand, attr=e.attr)
 
     def run(self):
         g = self.g

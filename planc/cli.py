@@ -90,10 +90,6 @@ def _read_plan(path):
     return Plan.read(path)
 
 
-def _party(g, i):
-    return "all" if i == -1 else g.parties[i]
-
-
 def _holder(g, t) -> str:
     v = t.vis
     if v.is_public:
@@ -372,15 +368,41 @@ def cmd_check(a):
 def cmd_ops(a):
     from rich.table import Table
 
+    from planc import opsinfo
     from planc.ir import ops
 
-    t = Table(title="planc op set")
-    for c in ("op", "operands", "attributes", "communicates"):
+    con = _console()
+    if a.torch:
+        t = Table(title="torch functions, tensor methods, operators and nn modules planc lowers", title_justify="left")
+        for c in ("kind", "torch", "planc ops"):
+            t.add_column(c)
+        for row in opsinfo.torch_surface():
+            t.add_row(*row)
+        con.print(t)
+        return 0
+    if a.name:
+        if a.name not in ops.REGISTRY:
+            import difflib
+
+            near = difflib.get_close_matches(a.name, list(ops.REGISTRY), n=3)
+            raise CliError(f"no op {a.name!r}" + (f"; did you mean {', '.join(near)}?" if near else
+                                                  "; `planc ops` lists them"))
+        t = Table(title=f"op {a.name}", title_justify="left", show_header=False)
+        t.add_column(style="bold")
+        t.add_column()
+        for k, v in opsinfo.describe(a.name):
+            t.add_row(k, v)
+        con.print(t)
+        return 0
+    t = Table(title="planc op set", title_justify="left")
+    for c in ("op", "operands", "attributes", "traits", "missing rules"):
         t.add_column(c)
+    gaps = ops.missing()
     for name, d in ops.REGISTRY.items():
         attrs = ", ".join(f"{k}: {s.kind}" + ("" if s.required else f" = {s.default!r}") for k, s in d.attrs.items())
-        t.add_row(name, ", ".join(d.operands), attrs, "yes" if d.communicates else "")
-    _console().print(t)
+        traits = ", ".join(x for x in opsinfo.TRAITS if getattr(d, x))
+        t.add_row(name, ", ".join(d.operands), attrs, traits, ", ".join(gaps.get(name, [])))
+    con.print(t)
     return 0
 
 
@@ -449,7 +471,9 @@ def build_parser():
     p.add_argument("--policy", required=True, help="TOML policy")
     p.set_defaults(fn=cmd_check)
 
-    p = sub.add_parser("ops", help="list the op set")
+    p = sub.add_parser("ops", help="list the op set; one op in full; or the torch functions planc lowers")
+    p.add_argument("name", nargs="?", help="one op: signature, traits, torch sources, protocol, cost, bound, rules")
+    p.add_argument("--torch", action="store_true", help="list supported torch functions, methods and nn modules")
     p.set_defaults(fn=cmd_ops)
     return ap
 

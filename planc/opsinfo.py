@@ -78,6 +78,27 @@ def sample_cost(d: ops.OpDef, parties=("alice", "bob")):
     return out, c.dealer_bytes
 
 
+_MODULE_OPS: dict | None = None
+
+
+def module_ops() -> dict:
+    """{nn module class: set of op names its sample traces to} (traced once, cached)."""
+    global _MODULE_OPS
+    if _MODULE_OPS is None:
+        import planc
+
+        _MODULE_OPS = {}
+        for cls, (make, shape) in NN_MODULES.items():
+            m = make()
+
+            def f(m=m, shape=shape):
+                return m(planc.share(planc.load("x", owner="alice", shape=shape)))
+
+            g = planc.trace(f, parties=["alice", "bob"]).graph
+            _MODULE_OPS[cls] = {n.op for n in g.walk()}
+    return _MODULE_OPS
+
+
 def describe(name: str) -> list[tuple[str, str]]:
     """(field, text) rows describing op `name`, for `planc ops NAME`."""
     d = ops.get(name)
@@ -85,6 +106,9 @@ def describe(name: str) -> list[tuple[str, str]]:
             ("traits", ", ".join(t for t in TRAITS if getattr(d, t)) or "-")]
     low = d.rule("lower")
     rows.append(("from torch", ", ".join(low.targets()) if low else "-"))
+    mods = [f"nn.{c.__name__}" for c, got in module_ops().items() if d.name in got]
+    if mods:
+        rows.append(("nn modules", ", ".join(mods)))
     proto = d.rule("protocol")
     if proto is not None:
         rows.append(("protocol", f"{proto.__module__}.{proto.__name__}"))
@@ -126,8 +150,9 @@ def torch_surface() -> list[tuple[str, str, str]]:
                 continue
             kind = "operator" if name.startswith("operator.") else "function"
         rows.append((kind, name, ", ".join(dict.fromkeys(by_fn.get(id(fn), []))) or "(no op: plumbing)"))
-    for cls in NN_MODULES:
-        rows.append(("nn module", f"nn.{cls.__name__}", "its forward's functions"))
+    for cls, got in module_ops().items():
+        rows.append(("nn module", f"nn.{cls.__name__}", ", ".join(o for o in ops.REGISTRY if o in got
+                                                                   and ops.get(o).computes and not ops.get(o).moves)))
     order = {"function": 0, "method": 1, "operator": 2, "nn module": 3}
     rows = sorted(set(rows), key=lambda r: (order[r[0]], r[1]))
     return rows

@@ -28,9 +28,6 @@ from planc.ir.types import PUBLIC, TORCH_TO_IR, IR_TO_TORCH, TensorType
 
 from .errors import TraceError, in_module, user_frames, user_loc
 
-# products take a party's plaintext operand directly (cheaper than sharing it first)
-MIXED_OK = frozenset({"mul", "matmul", "linear", "conv2d", "batch_norm"})
-
 ACTIVE: contextvars.ContextVar["PlancTracer | None"] = contextvars.ContextVar("planc_tracer", default=None)
 
 
@@ -292,13 +289,14 @@ class PlancTracer(fx.Tracer):
 
     def emit(self, op: str, operands, attrs=None, name=None):
         loc = user_loc()
-        if op not in MIXED_OK:
+        if not ops.get(op).product:  # products take a party's plaintext operand directly
             operands = self.share_if_needed(operands)
         try:
             return self.b.emit(op, operands, attrs, loc=loc, name=name)
         except ops.TypeRuleError as e:
-            msg = str(e)
-            raise TraceError(msg if msg.startswith(op) else f"{op}: {msg}", loc) from None
+            if e.op is None:
+                e.op = op
+            raise TraceError(str(e), loc) from None
 
     def scalar(self, x, like: Value | None = None) -> Value:
         if isinstance(x, bool):

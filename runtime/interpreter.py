@@ -23,7 +23,7 @@ from .errors import DataError, PlanRuntimeError, describe, missing_tag
 from .party import Party
 from .protocols.common import settle
 from .protocols.core import ABSENT, Ex, Shared, local, merge, split
-from .reference import TORCH_DTYPE, _fit_problem
+from .dtypes import TORCH_DTYPE, fit_problem
 
 
 # the protocols (and the plaintext rules, which public and private ops and shape-only ops
@@ -233,7 +233,7 @@ class Interpreter:
             if a["index"] >= len(self.inputs):
                 raise DataError(node, self.P.name, f"public input {a['index']} was not given", graph=self.g)
             x = self.inputs[a["index"]]
-            bad = _fit_problem(x, t)
+            bad = fit_problem(x, t)
             if bad:
                 raise DataError(node, self.P.name, f"public input {a['index']}: {bad}", graph=self.g)
             return x.to(TORCH_DTYPE[t.dtype])
@@ -243,7 +243,7 @@ class Interpreter:
             x = self.data.get(a["tag"])
             if x is None:
                 raise DataError(node, self.P.name, missing_tag(a["tag"], t, self.P.name, self.data), graph=self.g)
-            bad = _fit_problem(x, t)
+            bad = fit_problem(x, t)
             if bad:
                 raise DataError(node, self.P.name, f"tag {a['tag']!r}: {bad}", graph=self.g)
             return x.to(TORCH_DTYPE[t.dtype])

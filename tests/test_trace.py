@@ -298,7 +298,7 @@ def test_error_division_by_a_secret():
         y = planc.load("y", owner="alice", shape=(3,))
         return planc.reveal(x / y, to="bob")  # MARK-div
 
-    raises_at(f, "MARK-div", "division of a secret is only by a public value; use reciprocal for a secret divisor")
+    raises_at(f, "MARK-div", "div: division of a secret is only by a public value; use reciprocal for a secret divisor")
 
 
 def test_error_load_without_shape():
