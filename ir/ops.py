@@ -79,6 +79,7 @@ op("exp", ("x",), {}, _unary_float, communicates=True, torch_fn="exp", approxima
 op("log", ("x",), {}, _unary_float, communicates=True, torch_fn="log", approximate=True, doc="natural logarithm")
 op("reciprocal", ("x",), {}, _unary_float, communicates=True, torch_fn="reciprocal", approximate=True, doc="1 / x")
 op("sqrt", ("x",), {}, _unary_float, communicates=True, torch_fn="sqrt", approximate=True, doc="square root")
+op("rsqrt", ("x",), {}, _unary_float, communicates=True, torch_fn="rsqrt", approximate=True, doc="1 / sqrt(x)")
 op("softmax", ("x",), {"dim": Attr("int")}, _softmax, communicates=True, approximate=True,
    doc="exp(x) / sum(exp(x)) along dim")
 op("log_softmax", ("x",), {"dim": Attr("int")}, _softmax, communicates=True, approximate=True,

@@ -33,7 +33,7 @@ seeds = st.integers(0, 2 ** 31 - 1)
 nparties = st.sampled_from([2, 3])
 
 # rounds with 2 parties, for ops whose count does not depend on the shape
-ROUNDS = {"exp": 9, "reciprocal": 12, "log": 7, "sqrt": 8, "sigmoid": 10, "tanh": 10}
+ROUNDS = {"exp": 9, "reciprocal": 12, "log": 7, "sqrt": 8, "rsqrt": 8, "sigmoid": 10, "tanh": 10}
 
 
 # ---------------------------------------------------------------- plans and runs
@@ -102,6 +102,8 @@ def inputs(op, shape, seed):
     elif op == "sqrt":
         x = torch.exp2(-16 + 32 * u).clamp(max=2 ** 16 - 1)
         x = torch.where(torch.rand(shape, generator=g) < 0.1, 0.0, x)
+    elif op == "rsqrt":
+        x = torch.exp2(-16 + 32 * u).clamp(min=2 ** -16, max=2 ** 16 - 1)
     elif op in ("sigmoid", "tanh"):
         x = torch.randn(shape, generator=g, dtype=torch.float64) * torch.exp2(4 * u)  # mostly small, some large
     else:  # softmax, log_softmax: logits
@@ -114,7 +116,7 @@ def inputs(op, shape, seed):
     return x
 
 
-UNARY = ["exp", "reciprocal", "log", "sqrt", "sigmoid", "tanh"]
+UNARY = ["exp", "reciprocal", "log", "sqrt", "rsqrt", "sigmoid", "tanh"]
 shapes = st.lists(st.integers(1, 6), min_size=1, max_size=2).map(tuple)
 
 
@@ -149,6 +151,7 @@ SWEEP = {
     "log": torch.exp2(torch.linspace(-12, 15.99, 700, dtype=torch.float64)),
     "sqrt": torch.cat([torch.zeros(1, dtype=torch.float64),
                        torch.exp2(torch.linspace(-16, 15.99, 699, dtype=torch.float64))]),
+    "rsqrt": torch.exp2(torch.linspace(-16, 15.99, 700, dtype=torch.float64)),
     "sigmoid": torch.linspace(-40, 40, 700, dtype=torch.float64),
     "tanh": torch.linspace(-20, 20, 700, dtype=torch.float64),
 }

@@ -108,16 +108,17 @@ def test_integer_division_is_true_division():
     check("div", [x, y], torch.tensor([3.5, -3.5]))
 
 
-covers("neg", "relu", "sigmoid", "tanh", "exp", "log", "reciprocal", "sqrt")
+covers("neg", "relu", "sigmoid", "tanh", "exp", "log", "reciprocal", "sqrt", "rsqrt")
 UNARY = {"neg": torch.neg, "relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
-         "exp": torch.exp, "log": torch.log, "reciprocal": torch.reciprocal, "sqrt": torch.sqrt}
+         "exp": torch.exp, "log": torch.log, "reciprocal": torch.reciprocal, "sqrt": torch.sqrt,
+         "rsqrt": torch.rsqrt}
 
 
 @FEW
 @given(op=st.sampled_from(sorted(UNARY)), shape=shapes, dt=st.sampled_from(["f32", "f64"]), seed=seeds)
 def test_unary(op, shape, dt, seed):
     x = randn(shape, seed, dt)
-    if op in ("log", "reciprocal", "sqrt"):
+    if op in ("log", "reciprocal", "sqrt", "rsqrt"):
         x = x.abs() + 0.1
     check(op, [x], UNARY[op](x))
 

@@ -36,11 +36,6 @@ for _d in ops.REGISTRY.values():
 lowers(OP.relu, "relu_", torch.relu_)(_unary(OP.relu))  # in place: the traced value is replaced
 
 
-@lowers(OP.reciprocal, OP.sqrt, torch.rsqrt, "rsqrt")
-def _rsqrt(cx, x):
-    return cx.emit("reciprocal", [cx.emit("sqrt", [x])])
-
-
 def _softmax_rule(op):
     def rule(cx, x, dim=None, _stacklevel=3, dtype=None):
         if dim is None:

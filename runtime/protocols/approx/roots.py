@@ -1,12 +1,11 @@
-"""sqrt, and rsqrt for batch_norm's secret statistics (linear.py).
+"""sqrt and rsqrt (also used by batch_norm's secret statistics, linear.py).
 
 One sign_bit batch sorts x into bands [2^(E-2), 2^E) and gives x' = x 2^-E in [1/4, 1)
 exactly; a linear guess g ~ x'^(-1/2) and Newton's iteration for the inverse root in
 residual form (q <- q (1 + e/2), e <- 3/4 e^2 + 1/4 e^3) converge from e <= 0.22, and
 2^(-+E/2) is folded into the last round. sqrt starts from q = x' g, rsqrt from q = g.
 
-Bounds (sqrt registered below, rsqrt is no op of the IR and stated as ``RSQRT``;
-tests/test_approx.py checks these lines against them):
+Bounds (registered below; tests/test_approx.py checks these lines against them):
 
     sqrt: |error| <= 2^-14 + 2^-16 |f(x)| for 0 <= x < 2^16; rounds: 8
     rsqrt: |error| <= 2^-14 + 2^-16 |f(x)| for 2^-16 <= x < 2^16; rounds: 8
@@ -17,10 +16,10 @@ import torch
 
 from planc.ir.ops import OP
 
-from ..core import Bound, Shared, bound, protocol
+from ..core import Shared, bound, protocol
 from .engine import Ctx, operand, thresholds
 
-__all__ = ["RSQRT", "rsqrt", "sqrt"]
+__all__ = ["RSQRT", "rsqrt", "rsqrt_protocol", "sqrt"]
 
 ROOT_LO, ROOT_HI = -16, 16  # 2^-16 <= x < 2^16, bands [2^k, 2^(k+2)), k even
 ROOT_ALPHA = 2.018395910322382  # g = alpha - x' ~ x'^(-1/2) on [1/4, 1]: |1 - x' g^2| <= 0.2182
@@ -105,5 +104,12 @@ def rsqrt(P, x: Shared):
     return Shared((yield from ctx.output_sum(terms, P.frac)))
 
 
+@protocol(OP.rsqrt)
+def rsqrt_protocol(P, node, args, a):
+    """1 / sqrt(x): ``rsqrt`` on the operand, 8 rounds (reciprocal of sqrt would take 20)."""
+    return (yield from rsqrt(P, operand(P, node, args)))
+
+
 bound(OP.sqrt, 2.0 ** -14, 2.0 ** -16, "0 <= x < 2^16", "8")
-RSQRT = Bound(2.0 ** -14, 2.0 ** -16, "2^-16 <= x < 2^16", "8")  # rsqrt is no op: stated, not registered
+bound(OP.rsqrt, 2.0 ** -14, 2.0 ** -16, "2^-16 <= x < 2^16", "8")
+RSQRT = OP.rsqrt.rule("bound")
