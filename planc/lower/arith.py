@@ -66,7 +66,7 @@ def _pos(cx, x):
     return x
 
 
-@lowers(OP.mul, OP.sqrt, OP.reciprocal, operator.pow, torch.pow, "pow", "__pow__")
+@lowers(OP.mul, OP.sqrt, OP.rsqrt, OP.reciprocal, operator.pow, torch.pow, "pow", "__pow__")
 def _pow(cx, x, e):
     if not isinstance(e, (int, float)) or isinstance(e, bool):
         raise TraceError("only powers by a constant number are supported", user_loc())
@@ -79,7 +79,7 @@ def _pow(cx, x, e):
     if e == -1:
         return cx.emit("reciprocal", [x])
     if e == -0.5:
-        return cx.emit("reciprocal", [cx.emit("sqrt", [x])])
+        return cx.emit("rsqrt", [x])
     if isinstance(e, int) and 2 < e <= 8:
         out = x
         for _ in range(e - 1):
