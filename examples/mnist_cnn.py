@@ -85,7 +85,10 @@ def main(argv=None):
 
     weights = trained_weights(args.train)
     set_weights(model, weights)
-    images, labels = load_mnist()
+    try:
+        images, labels = load_mnist()
+    except (FileNotFoundError, ValueError) as e:  # no data set beside the checkout: say so, no traceback
+        raise SystemExit(f"mnist_cnn.py: {e}") from None
     held_out, truth = images[8000:], labels[8000:]
 
     t0 = time.perf_counter()
