@@ -146,8 +146,9 @@ def torch_surface() -> list[tuple[str, str, str]]:
             kind, name = "method", "Tensor." + key.removeprefix("method:")
         else:
             name = describe_target(key)
-            if name.startswith("planc."):
-                continue
+            last = name.rsplit(".", 1)[-1]
+            if name.startswith("planc.") or (last.startswith("_") and not last.startswith("__")):
+                continue  # shells have their own section of the docs; torch-private aliases say nothing
             kind = "operator" if name.startswith("operator.") else "function"
         rows.append((kind, name, ", ".join(dict.fromkeys(by_fn.get(id(fn), []))) or "(no op: plumbing)"))
     for cls, got in module_ops().items():
