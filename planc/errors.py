@@ -79,3 +79,28 @@ def display_path(filename: str) -> str:
     if f.startswith(cwd + os.sep):
         return os.path.relpath(f, cwd)
     return f
+
+
+def loc_of_exception(exc: BaseException) -> Loc | None:
+    """Where an exception raised by the user's own code happened: the innermost frame of
+    its traceback that belongs to the user (a `SyntaxError` names its own file and line)."""
+    if isinstance(exc, SyntaxError) and exc.filename and not exc.filename.startswith("<"):
+        return Loc(display_path(exc.filename), exc.lineno or 0)
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        fn = tb.tb_frame.f_code.co_filename
+        if not _internal(fn):
+            found = Loc(display_path(fn), tb.tb_lineno)
+        tb = tb.tb_next
+    return found
+
+
+def first_line(exc: BaseException) -> str:
+    """`Type: first line of the message` -- torch's messages can run to many lines."""
+    try:
+        text = str(exc)
+    except Exception:  # an exception whose message itself fails
+        text = ""
+    lines = [s.strip() for s in text.splitlines() if s.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
