@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from planc.ir.graph import Graph, Node
 
-from .comm.base import CommError, PeerFailed, PeerTimeout
+from .comm.base import CommError, DeadlineExceeded, PeerFailed, PeerTimeout
 
 
 class PlanRuntimeError(RuntimeError):
@@ -49,6 +49,32 @@ class DataError(PlanRuntimeError):
     """Data, inputs, constants or models supplied to a run are missing or do not fit the plan."""
 
 
+class PartyDied(PlanRuntimeError):
+    """A rank's process ended without reporting a result: killed by a signal, or exited.
+
+    party: the rank's name; exitcode: the process's exit code as multiprocessing has it
+    (negative: -signal number; None if it could not be reaped); signal: the signal's name
+    ("SIGKILL") or None; how: "killed by SIGKILL (signal 9)" / "exited with code 3"."""
+
+    def __init__(self, party: str, exitcode: int | None):
+        import signal as _signal
+
+        self.exitcode = exitcode
+        self.signal = None
+        if exitcode is None:
+            how = "closed its pipe without a result"
+        elif exitcode < 0:
+            try:
+                self.signal = _signal.Signals(-exitcode).name
+            except ValueError:
+                self.signal = f"signal {-exitcode}"
+            how = f"killed by {self.signal} (signal {-exitcode})"
+        else:
+            how = f"exited with code {exitcode} without a result"
+        self.how = how
+        super().__init__(None, party, f"its process died: {how}")
+
+
 def describe(e: BaseException) -> str:
     """One line for an exception from inside a rule: torch messages can run to many lines."""
     lines = [s for s in str(e).splitlines() if s.strip()]
@@ -56,18 +82,32 @@ def describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
+def _root_rank(e: BaseException) -> int:
+    """How likely an error is the root of a run's failure (lower: likelier): a rank's own
+    error or death, then a rank stuck past its deadline, then a timeout waiting for a peer,
+    and last a PeerFailed (always the echo of another rank's failure)."""
+    if not isinstance(e, CommError):
+        return 0
+    if isinstance(e, DeadlineExceeded):
+        return 1
+    if isinstance(e, PeerFailed):
+        return 3
+    return 2
+
+
 def raise_first(errors, names):
-    """Raise the root failure of a run, not the peers that stopped because of it.
+    """Raise the root failure of a run, not the peers that stopped because of it
+    (`_root_rank`; ties go to the lowest rank).
 
     errors: one entry per rank (None where the rank succeeded); names: the ranks' names.
     """
-    real = [e for e in errors if e is not None and not isinstance(e, CommError)]
-    err = real[0] if real else next((e for e in errors if e is not None), None)
-    if err is None:
+    found = [(_root_rank(e), r) for r, e in enumerate(errors) if e is not None]
+    if not found:
         return
+    err = errors[min(found)[1]]
     if isinstance(err, PlanRuntimeError):
         raise err
-    who = names[errors.index(err)]
+    who = names[min(found)[1]]
     raise PlanRuntimeError(None, who, f"{type(err).__name__}: {err}", err) from err
 
 
@@ -75,7 +115,7 @@ def raise_first(errors, names):
 
 # kind <-> class, most specific first; anything else is "other"
 _KINDS = (("data", DataError), ("plan", PlanRuntimeError), ("peer_failed", PeerFailed),
-          ("peer_timeout", PeerTimeout), ("comm", CommError))
+          ("deadline", DeadlineExceeded), ("peer_timeout", PeerTimeout), ("comm", CommError))
 _CLASS = dict(_KINDS)
 
 
@@ -85,7 +125,8 @@ class ErrorRecord:
     pickled) so that the parent raises the equivalent error with a constructor.
 
     kind:    "plan" (PlanRuntimeError), "data" (DataError), "comm" (CommError),
-             "peer_failed" (PeerFailed), "peer_timeout" (PeerTimeout) or "other";
+             "peer_failed" (PeerFailed), "peer_timeout" (PeerTimeout), "deadline"
+             (DeadlineExceeded) or "other";
     type:    the class name of the original exception;
     party:   the party concerned (PlanRuntimeError.party), or None;
     node:    the failing node's position in ``graph.walk()`` order, or None; with the

@@ -11,6 +11,12 @@ at party k alone, both in plaintext with the reference runtime's rules. Ops with
 secret result, and ``share``/``reveal``, run their protocol from ``PROTOCOLS``.
 Values are freed after their last use. Failures are re-raised as PlanRuntimeError
 naming the node, the party and the user's source line.
+
+Cancellation: ``check`` (the communicator's ``check``, set by the session) is called
+before each top-level node starts and once per loop trip, so a party deep in local
+work — a public loop, the dealer making material — still stops on a peer's failure or
+its deadline. What it raises (a ``CommError``) passes through unwrapped, so the run's
+root failure stays the one reported.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import torch
 from planc.ir import ops
 from planc.ir.graph import Graph, Node
 
+from .comm.base import CommError
 from .errors import DataError, PlanRuntimeError, describe, missing_tag
 from .party import Party
 from .protocols.common import settle
@@ -58,6 +65,7 @@ class Interpreter:
         self.merge = merge
         self.nodes_run = 0
         self.tick = None  # optional callback after each node, for progress displays
+        self.check = None  # optional callable(where): raises to stop this party (see the module docstring)
         self.wave: list = []  # top-level nodes taking part in the exchange being performed
         self._outer: dict[int, frozenset] = {}  # id(node) -> outer_reads(node); the graph keeps nodes alive
 
@@ -83,6 +91,7 @@ class Interpreter:
         keep = {v.name for v in term.operands}
         pending = list(body)
         running: list = []  # [node, generator, pending Ex]
+        check = self.check if depth == 0 else None  # in a loop body: the loop checks once per trip
 
         def finish(node, outs):
             if not isinstance(outs, (list, tuple)):
@@ -109,6 +118,8 @@ class Interpreter:
                     ready = all(v.name in env for v in node.operands) and all(
                         name in env for name in self._outer_reads(node))
                     if ready and (self.merge or (not running and not rest)):
+                        if check is not None:
+                            check(node)
                         gen = self.start(node, env)
                         try:
                             ex = next(gen)
@@ -145,7 +156,7 @@ class Interpreter:
     def _advance(self, node, gen, part):
         try:
             return gen.send(part)
-        except (StopIteration, PlanRuntimeError):
+        except (StopIteration, PlanRuntimeError, CommError):
             raise
         except Exception as e:
             raise self.error(node, e) from e
@@ -188,7 +199,7 @@ class Interpreter:
             if any(a is ABSENT or isinstance(a, Shared) for a in args):
                 raise RuntimeError("plaintext op on a value this party does not hold in the clear")
             return _now(d.rule("reference")(node, args, node.attr_dict))
-        except PlanRuntimeError:
+        except (PlanRuntimeError, CommError):
             raise
         except Exception as e:
             raise self.error(node, e) from e
@@ -214,7 +225,7 @@ class Interpreter:
                 ex = gen.send(got)
         except StopIteration as stop:
             return stop.value
-        except PlanRuntimeError:
+        except (PlanRuntimeError, CommError):
             raise
         except Exception as e:
             raise self.error(node, e) from e
@@ -256,7 +267,10 @@ class Interpreter:
         names = sorted(self._outer_reads(node))
         outer = dict(zip(names, (yield from self.settle_all([env[n] for n in names]))))
         carried = list(args)
+        check = self.check
         for i in range(node.attr("trips")):
+            if check is not None:
+                check(node)
             inner = dict(outer)
             inner[body.params[0].name] = torch.tensor(i, dtype=torch.int64)
             for p, v in zip(body.params[1:], carried):

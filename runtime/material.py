@@ -20,6 +20,11 @@ The dealer learns the request sequence by running the plan itself on shape-only 
 tensors: protocols are data-oblivious, so the same code asks for the same material in
 the same order at the dealer and at every party. The last party checks the dealer's
 descriptor of each request against what its protocols ask for.
+
+Making material is most of the dealer's work and one request can take seconds, so the
+dealer's ``check`` (its communicator's: a peer failed, the deadline passed) runs before
+each share it draws from a PRG and before deriving: once any party failed, no more
+material is made.
 """
 from __future__ import annotations
 
@@ -113,28 +118,35 @@ class DealerMaterial:
     """The dealer's view while it runs the plan on meta tensors: it returns meta
     placeholders to the protocols and makes the real material on the side."""
 
-    def __init__(self, nparties: int, seeds: list[int]):
+    def __init__(self, nparties: int, seeds: list[int], check=None):
         self.n, self.seeds = nparties, seeds
         self.counter = 0
         self.corrections: list[torch.Tensor] = []
         self.descriptors: list[str] = []
+        self.check = check or _no_check  # callable(where): raises to stop the dealer
 
     def get(self, kind: str, random: list[Part], derived: list[Part], derive, share_of=None) -> dict:
         """`share_of` {part name: party}: derive also gets that party's share of that
         random part, as full["name@k"] (one-sided products need it)."""
         i = self.counter
         self.counter += 1
+        check = self.check
         full = {}
         for p in random:
             if p.sharing.startswith("own:"):
+                check(f"dealer material, request {i} ({kind})")
                 k = int(p.sharing[4:])
                 full[p.name] = prg.ring(self.seeds[k], f"{i}/{p.name}", 0, p.shape)
                 continue
-            shares = [prg.random_like(_kind(p), s, f"{i}/{p.name}", 0, p.shape) for s in self.seeds]
+            shares = []
+            for s in self.seeds:  # a part of 10^7 elements takes a PRG a few tenths of a second per seed
+                check(f"dealer material, request {i} ({kind})")
+                shares.append(prg.random_like(_kind(p), s, f"{i}/{p.name}", 0, p.shape))
             if share_of and p.name in share_of:
                 k = share_of[p.name]
                 full[f"{p.name}@{k}"] = shares[k].clone()  # _combine accumulates into shares[0]
             full[p.name] = _combine(p, shares)
+        check(f"dealer material, request {i} ({kind})")
         values = derive(full)
         for p in derived:
             v = values[p.name]
@@ -143,6 +155,7 @@ class DealerMaterial:
                                     f"{p.dtype}{list(p.shape)}")
             corr = None
             for s in self.seeds[:-1]:
+                check(f"dealer material, request {i} ({kind})")
                 o = prg.random_like(_kind(p), s, f"{i}/{p.name}", 0, p.shape)
                 if corr is None:  # written over the fresh share: no allocation
                     corr = torch.bitwise_xor(v, o, out=o) if _kind(p) != "arith" else torch.sub(v, o, out=o)
@@ -153,6 +166,10 @@ class DealerMaterial:
             self.corrections.append(v.clone() if corr is None else corr)
         self.descriptors.append(_descr(kind, random + derived))
         return {p.name: _meta(p) for p in random + derived}
+
+
+def _no_check(where=None):
+    pass
 
 
 def _combine(p: Part, shares):

@@ -10,14 +10,31 @@ Nothing crossing a process boundary is pickled by planc: plans travel in their o
 format, tensors as safetensors, everything else as JSON — a failure as an `ErrorRecord`
 (runtime/errors.py), rebuilt in the parent by its class's constructor. The first real
 error is re-raised (`errors.raise_first`); the other ranks stop on their own through the
-store (`PeerFailed`), and any rank still running shortly after is killed, as is every
-rank whose process dies.
+store (`PeerFailed`), and any rank still running shortly after (5 s after an error, 1 s
+after a death) is killed.
+
+Every failure ends every rank, promptly, with a name:
+
+- a rank's process that dies (a signal, or an exit without a report) is seen by the parent
+  at once — it waits on each rank's pipe *and* its process sentinel, and the parent holds
+  no write end of any pipe, so a dead rank's pipe reads as closed — and is reaped; the run
+  raises `PartyDied` naming the rank and how it died (``killed by SIGKILL (signal 9)``,
+  ``exited with code 3``), and the parent publishes that failure in the store, where every
+  other rank sees it within a tenth of a second, between nodes or inside a loop
+  (``Comm.check``) as well as while waiting;
+- a rank dies with its parent (`comm/lifeline.py`, in place before the rank imports
+  torch): on Linux the kernel kills it when the thread that started it ends
+  (``PR_SET_PDEATHSIG``), and everywhere a watch thread ends it once its parent process is
+  gone, so a killed parent leaves no orphans behind;
+- a parent that stops for any reason (an error, Ctrl-C) terminates, then kills, and reaps
+  every rank still running before it returns.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import multiprocessing.connection as mp_connection
+import os
 import threading
 import time
 
@@ -29,11 +46,13 @@ from planc.ir.plan import Plan
 from . import fixed
 from .comm.base import DEFAULT_TIMEOUT
 from .comm.dist import PREFIX, DistComm, host_store
-from .errors import ErrorRecord, PlanRuntimeError, raise_first
+from .comm.lifeline import rank_main
+from .errors import ErrorRecord, PartyDied, PlanRuntimeError, raise_first
 from .party import Shared
 from .session import held, run_dealer, run_party
 
 _GRACE = 5.0  # seconds the other ranks get to stop after a failure before they are killed
+_GRACE_DIED = 1.0  # the same after a rank's death: that is the run's error, theirs can only echo it
 
 
 def run_rank(graph, constants, rank: int, addr: str, port: int, nparties: int, names, data=None, inputs=(),
@@ -218,71 +237,89 @@ def run_processes(graph, constants, data, inputs, *, timeout: float = DEFAULT_TI
     store = host_store("127.0.0.1", 0, None, timeout)  # port 0: a free port, no race
     port = store.port
     plan_bytes = Plan(graph, dict(constants or {})).to_bytes()
-    procs, conns = [], []
+    procs, conns, writers = [], [], []
     for r in range(n + 1):
         # each party gets its own data only; the dealer none
         own = dict(data.get(names[r], {})) if r < n else {}
         job = _job(names, own, tuple(inputs), timeout, merge, frac)
         reader, writer = ctx.Pipe(duplex=False)
         conns.append(reader)
-        procs.append(ctx.Process(target=_child, args=(plan_bytes, job, r, port, writer), name=f"planc-{names[r]}",
-                                 daemon=True))
+        writers.append(writer)
+        # started by rank_main, which first ties the process's life to this one (lifeline.py)
+        procs.append(ctx.Process(target=rank_main, args=(os.getpid(), __name__, "_child", plan_bytes, job, r, port,
+                                                         writer), name=f"planc-{names[r]}", daemon=True))
     results: dict = {}
     errors: list = [None] * (n + 1)
     reported: set = set()
+    first_error = None
+    grace = _GRACE
+
+    def take(r) -> bool:
+        """Read rank r's report; False when its pipe closed without one."""
+        nonlocal first_error
+        try:
+            head, tensors = _read_message(conns[r].recv_bytes())
+        except (EOFError, OSError):
+            return False
+        reported.add(r)
+        if head["ok"]:
+            results[r] = _outputs(head, tensors)
+        else:
+            try:
+                errors[r] = ErrorRecord.from_json(head["error"]).to_exception(graph)
+            except RuntimeError as bad:  # a malformed record: that is this rank's error
+                errors[r] = bad
+            first_error = first_error or time.monotonic()
+        return True
+
+    def died(r):
+        """Rank r ended without a report: reap it, name how it died, tell the others."""
+        nonlocal first_error, grace
+        reported.add(r)
+        procs[r].join(1.0)  # its pipe closes as it dies: the exit code follows at once
+        errors[r] = PartyDied(names[r], procs[r].exitcode)
+        first_error = first_error or time.monotonic()
+        grace = min(grace, _GRACE_DIED)
+        try:  # the others see it in the store between nodes and while waiting
+            store.compare_set(f"{PREFIX}/failed", "", f"{names[r]}: {errors[r]}")
+        except Exception:  # noqa: BLE001
+            pass
+
     try:
         with _without_main():
             for p in procs:
                 p.start()
-        first_error = None
-
-        def take(r):
-            """Read rank r's report; False when its pipe closed without one."""
-            nonlocal first_error
-            try:
-                head, tensors = _read_message(conns[r].recv_bytes())
-            except (EOFError, OSError):
-                return False
-            reported.add(r)
-            if head["ok"]:
-                results[r] = _outputs(head, tensors)
-            else:
-                try:
-                    errors[r] = ErrorRecord.from_json(head["error"]).to_exception(graph)
-                except RuntimeError as bad:  # a malformed record: that is this rank's error
-                    errors[r] = bad
-                if first_error is None:
-                    first_error = time.monotonic()
-            return True
-
+        for w in writers:  # the ranks hold the write ends: a dead rank's pipe reads as closed
+            w.close()
+        del writers[:]
         while len(reported) < n + 1:
-            waiting = [conns[r] for r in range(n + 1) if r not in reported]
-            ready = mp_connection.wait(waiting, timeout=0.05)
-            for c in ready:
-                take(conns.index(c))
-            if ready:
-                continue
-            now = time.monotonic()
-            for r, p in enumerate(procs):
-                if r in reported or p.exitcode is None:
-                    continue
-                if conns[r].poll() and take(r):  # its report may still be in the pipe
-                    continue
+            watched = {}
+            for r in range(n + 1):
                 if r not in reported:
-                    reported.add(r)
-                    errors[r] = RuntimeError(f"the process of {names[r]} died (exit code {p.exitcode})")
-                    first_error = first_error or now
-                    try:  # tell the others, who would otherwise wait for it
-                        store.compare_set(f"{PREFIX}/failed", "", f"{names[r]}: {errors[r]}")
-                    except Exception:  # noqa: BLE001
-                        pass
-            if first_error is not None and now - first_error > _GRACE:
+                    watched[conns[r]] = r
+                    watched[procs[r].sentinel] = r
+            for obj in mp_connection.wait(list(watched), timeout=0.25):
+                r = watched[obj]
+                if r in reported:
+                    continue
+                # a report, a closed pipe, or an exited process (whose report may still be
+                # in the pipe: read it first)
+                if obj is conns[r] or conns[r].poll():
+                    if take(r):
+                        continue
+                elif procs[r].exitcode is None:
+                    continue
+                died(r)
+            if first_error is not None and time.monotonic() - first_error > grace:
                 break  # the rest are stragglers
     finally:
-        for p in procs:
+        for w in writers:
+            w.close()
+        started = [p for p in procs if p.pid is not None]
+        for p in started:
             if p.is_alive():
                 p.terminate()
-        for p in procs:
+        for p in started:  # reaped, every one: no zombies
             p.join(2)
             if p.is_alive():
                 p.kill()

@@ -86,6 +86,7 @@ def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=
               integral_names=integral_names(graph, constants or {}), lazy=lazy)
     interp = Interpreter(graph, P, data=data, constants=constants, inputs=inputs, merge=merge)
     interp.tick = tick
+    interp.check = comm.check  # a peer's failure or the deadline stops this party between nodes
     outs = interp.run(lambda ex: comm.exchange(ex.sends, ex.recvs))
     P.material.finish()
     t2 = time.perf_counter()
@@ -101,10 +102,11 @@ def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFA
     seeds = [prg.new_seed() for _ in range(n)]
     for k in range(n):
         comm.send_bytes(k, str(seeds[k]).encode())
-    material = DealerMaterial(n, seeds)
+    material = DealerMaterial(n, seeds, check=comm.check)  # stops making material once a party failed
     P = Party(rank=0, nparties=n, names=comm.names[:n], material=material, frac=frac, meta=True,
               integral_names=integral_names(graph, constants or {}), lazy=lazy)
     interp = Interpreter(graph, P, constants=constants, inputs=inputs, merge=merge)
+    interp.check = comm.check
 
     def fake(ex):
         return {s: [torch.empty(sh, dtype=dt, device="meta") for sh, dt in specs] for s, specs in ex.recvs.items()}

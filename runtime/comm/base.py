@@ -10,9 +10,19 @@ bytes are counted in one place, the same way for every transport:
 The dealer's one batch before the online phase is counted apart (``dealer_bytes``).
 Every wait has a timeout; a timeout names the party that did not answer, and a party
 that fails tells the others, which stop with its error instead of waiting.
+
+Between messages a rank may compute for a long time (a loop of local work, the dealer
+making material), so waits alone do not stop it. ``check()`` does: the interpreter calls
+it between waves of nodes and once per loop trip, the dealer's material between the
+parts it makes. It raises ``PeerFailed`` once any rank failed, and ``PeerTimeout`` once
+this rank has gone ``timeout`` seconds without a message in or out — the same bound its
+peers' waits put on it, also where nobody waits. It looks at the clock on every call and
+at the peers (an event, a store) at most every ``CHECK_EVERY`` seconds: about 0.1 µs a call.
+That timeout is a ``DeadlineExceeded`` (a ``PeerTimeout``), naming what the rank was doing.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +41,11 @@ class PeerFailed(CommError):
 
 class PeerTimeout(CommError):
     pass
+
+
+class DeadlineExceeded(PeerTimeout):
+    """This rank itself went `timeout` seconds without a message (busy with local work):
+    of all the timeouts in a run, the one that says where it was stuck."""
 
 
 @dataclass
@@ -102,6 +117,11 @@ class Comm:
     names: list  # names of all ranks: computing parties, then "dealer"
     timeout: float = DEFAULT_TIMEOUT
     stats: Counters = field(default_factory=Counters)
+    # monotonic time of this rank's last message in or out (or of its start)
+    quiet_since: float = field(default_factory=time.monotonic, init=False, repr=False, compare=False)
+    _next_check: float = field(default=0.0, init=False, repr=False, compare=False)
+
+    CHECK_EVERY = 0.02  # seconds between looks at the peers (transports may set their own)
 
     @property
     def nparties(self) -> int:
@@ -124,6 +144,29 @@ class Comm:
     def close(self):
         pass
 
+    # ---- cancellation: failures and the deadline, between messages ------------------------
+
+    def check(self, where=None):
+        """Stop this rank if a peer failed (PeerFailed) or if it has gone `timeout` seconds
+        without a message (DeadlineExceeded); cheap enough to call per node and per loop trip.
+        `where`: what the rank is busy with (a Node, or text), for the timeout's message."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + self.CHECK_EVERY
+        self._check_peers()
+        if now - self.quiet_since > self.timeout:
+            at = getattr(where, "where", None)
+            at = at() if callable(at) else where
+            raise DeadlineExceeded(f"party {self.names[self.rank]}: nothing sent or received for {self.timeout:g} s "
+                              f"(local work ran past the timeout{f', at {at}' if at else ''})")
+
+    def _check_peers(self):
+        """Raise PeerFailed if another rank failed (transports know how to tell)."""
+
+    def _heard(self):
+        self.quiet_since = time.monotonic()
+
     def exchange(self, sends: dict, recvs: dict) -> dict:
         """One round: send `sends[dst]` (lists of tensors), receive `recvs[src]` (lists of
         (shape, dtype)); returns {src: [tensors]}."""
@@ -143,16 +186,19 @@ class Comm:
             buf = self._recv(src, sum(nbytes(s, d) for s, d in specs))
             self.stats.bytes_recv += buf.numel()
             out[src] = unpack(buf, specs)
+        self._heard()
         return out
 
     def send_dealer_batch(self, dst: int, tensors):
         buf = pack(tensors)
         self.stats.dealer_bytes += buf.numel()
         self._send(dst, buf)
+        self._heard()
 
     def recv_dealer_batch(self, specs) -> list[torch.Tensor]:
         buf = self._recv(self.dealer, sum(nbytes(s, d) for s, d in specs))
         self.stats.dealer_bytes += buf.numel()
+        self._heard()
         return unpack(buf, specs)
 
     def send_bytes(self, dst: int, data: bytes):
@@ -160,7 +206,10 @@ class Comm:
         n = torch.tensor([len(data)], dtype=torch.int64)
         self._send(dst, n.view(torch.uint8))
         self._send(dst, torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8))
+        self._heard()
 
     def recv_bytes(self, src: int) -> bytes:
         n = int(self._recv(src, 8).view(torch.int64)[0])
-        return bytes(self._recv(src, n).numpy().tobytes()) if n else b""
+        data = bytes(self._recv(src, n).numpy().tobytes()) if n else b""
+        self._heard()
+        return data

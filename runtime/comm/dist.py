@@ -202,6 +202,7 @@ class DistComm(Comm):
             self.close()
             raise
         self.connect_s = time.perf_counter() - t0
+        self._heard()  # the deadline between messages counts from here, not from before the rendezvous
 
     # ---- setup -------------------------------------------------------------------------
 
@@ -261,6 +262,11 @@ class DistComm(Comm):
             return None
         who, _, msg = text.partition(": ")
         return who, msg
+
+    CHECK_EVERY = 0.1  # check(): a look at the store is a round trip to its host
+
+    def _check_peers(self):
+        self._check_failed()
 
     def _check_failed(self):
         f = self._published_failure()

@@ -54,13 +54,16 @@ class InProcComm(Comm):
                 return q.get(timeout=_POLL)
             except queue.Empty:
                 pass
-            if self.net.failed.is_set() and self.net.error is not None:
-                who, err = self.net.error
-                if who != self.names[self.rank]:
-                    raise PeerFailed(f"party {who} failed: {err}")
+            self._check_peers()
             if time.monotonic() > deadline:
                 raise PeerTimeout(f"party {self.names[self.rank]}: no message from {self.names[src]} "
                                   f"within {self.timeout:g} s")
+
+    def _check_peers(self):
+        if self.net.failed.is_set() and self.net.error is not None:
+            who, err = self.net.error
+            if who != self.names[self.rank]:
+                raise PeerFailed(f"party {who} failed: {err}")
 
     def fail(self, err):
         self.net.fail(self.rank, err)
