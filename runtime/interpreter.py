@@ -27,6 +27,7 @@ from planc.ir.graph import Graph, Node
 
 from .comm.base import CommError
 from .errors import DataError, PlanRuntimeError, describe, missing_tag
+from .ranges import range_problem
 from .party import Party
 from .protocols.common import settle
 from .protocols.core import ABSENT, Ex, Shared, local, merge, split
@@ -244,7 +245,7 @@ class Interpreter:
             if a["index"] >= len(self.inputs):
                 raise DataError(node, self.P.name, f"public input {a['index']} was not given", graph=self.g)
             x = self.inputs[a["index"]]
-            bad = fit_problem(x, t)
+            bad = fit_problem(x, t) or self._out_of_range(node, x)
             if bad:
                 raise DataError(node, self.P.name, f"public input {a['index']}: {bad}", graph=self.g)
             return x.to(TORCH_DTYPE[t.dtype])
@@ -254,12 +255,18 @@ class Interpreter:
             x = self.data.get(a["tag"])
             if x is None:
                 raise DataError(node, self.P.name, missing_tag(a["tag"], t, self.P.name, self.data), graph=self.g)
-            bad = fit_problem(x, t)
+            bad = fit_problem(x, t) or self._out_of_range(node, x)
             if bad:
                 raise DataError(node, self.P.name, f"tag {a['tag']!r}: {bad}", graph=self.g)
             return x.to(TORCH_DTYPE[t.dtype])
         raise DataError(node, self.P.name, f"model {a['tag']!r} must be linked into the plan before a "
                                            "secret-shared run", graph=self.g)
+
+    def _out_of_range(self, node: Node, x) -> str | None:
+        """Input range check (runtime/ranges.py): the limits admission derived for this plan
+        (set by the session as ``input_limits``); None where none were given."""
+        limit = (getattr(self, "input_limits", None) or {}).get(node.result.name)
+        return None if limit is None else range_problem(x, limit)
 
     def loop(self, node: Node, args, env):
         args = yield from self.settle_all(args)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import fixed
+from .admission import admit
 from .comm.base import DEFAULT_TIMEOUT
 from .comm.inproc import Network
 from .errors import PlanRuntimeError, raise_first  # noqa: F401  (raise_first: was defined here)
@@ -65,13 +66,12 @@ def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: f
 
     data: {party name: {tag: tensor}} — each party gets only its own entry.
     progress: optional callable(done, total) called as party 0 finishes nodes (threads only).
-    policy: a planc.ir.policy.Policy; a plan that breaks it is refused (PolicyError) before
-    anything runs.
+    policy: a planc.ir.policy.Policy (default: the default policy, with its resource
+    limits); a plan that breaks it or needs more than its limits is refused (PolicyError,
+    runtime/admission.py) before anything runs.
     merge / lazy: False turns off round merging / pending truncations (for comparisons).
     """
     graph = getattr(plan, "graph", plan)
-    if policy is not None:
-        policy.check(graph)
     constants = getattr(plan, "constants", {}) or {}
     if frac is None:
         frac = int(getattr(plan, "meta", {}).get("frac_bits", fixed.DEFAULT_FRAC_BITS)) if hasattr(plan, "meta") \
@@ -83,6 +83,8 @@ def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: f
                                            f"{', '.join(graph.parties)}")
     if len(graph.parties) < 2:
         raise PlanRuntimeError(None, None, "a secret-shared run needs at least 2 parties")
+    # admission (runtime/admission.py): the policy's rules and resource limits, every party and the dealer
+    admit(graph, policy, constants=constants, inputs=inputs, merge=merge, lazy=lazy, frac=frac)
     if processes:
         from .procs import run_processes
 
@@ -91,10 +93,11 @@ def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: f
         outputs, stats, wall = run_processes(graph, constants, data, inputs, timeout=timeout, merge=merge,
                                              frac=frac)
         return LocalResult(outputs, stats, wall, list(graph.parties))
-    return _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress, lazy)
+    return _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress, lazy, policy)
 
 
-def _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress=None, lazy=True) -> LocalResult:
+def _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress=None, lazy=True,
+                 policy=None) -> LocalResult:  # policy: each party and the dealer admit the plan under it
     names = list(graph.parties) + ["dealer"]
     n = len(graph.parties)
     net = Network(names)
@@ -114,7 +117,8 @@ def _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress=
     def party(r):
         try:
             results[r] = run_party(graph, comms[r], data=data.get(names[r], {}), constants=constants,
-                                   inputs=inputs, frac=frac, merge=merge, tick=tick if r == 0 else None, lazy=lazy)
+                                   inputs=inputs, frac=frac, merge=merge, tick=tick if r == 0 else None, lazy=lazy,
+                                   policy=policy)
         except BaseException as e:  # noqa: BLE001 — every failure must reach the caller
             errors[r] = e
             net.fail(r, e)
@@ -122,7 +126,7 @@ def _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress=
     def dealer():
         try:
             results[n] = run_dealer(graph, comms[n], constants=constants, inputs=inputs, frac=frac, merge=merge,
-                                    lazy=lazy)
+                                    lazy=lazy, policy=policy)
         except BaseException as e:  # noqa: BLE001
             errors[n] = e
             net.fail(n, e)

@@ -17,27 +17,13 @@ from planc.ir.graph import Graph
 
 from . import fixed, prg
 from . import protocols  # noqa: F401  (registers every protocol)
+from .admission import admit
+from .ranges import integral_names  # noqa: F401  (moved to ranges.py, where the cost model finds it too)
 from .interpreter import Interpreter
 from .material import DealerMaterial, PartyMaterial
 from .party import ABSENT, Party
 
 _DTYPES = {"int64": torch.int64, "bool": torch.bool}
-
-
-def integral_names(graph: Graph, constants) -> frozenset:
-    """Public values the plan itself shows to be small whole numbers."""
-    out = set()
-    for n in graph.walk():
-        if n.op != "const":
-            continue
-        v = n.attr("value")
-        if v is not None and float(v).is_integer() and abs(v) < 2 ** 20:
-            out.add(n.result.name)
-        t = constants.get(n.attr("name")) if n.attr("name") is not None else None
-        if t is not None and t.numel() and not t.is_floating_point() or (
-                t is not None and t.numel() and torch.all(t == t.round()) and t.abs().max() < 2 ** 20):
-            out.add(n.result.name)
-    return frozenset(out)
 
 
 def held(output):
@@ -56,10 +42,13 @@ def warm_up():
 
 def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS,
               merge=True, tick=None, policy=None, lazy=True):
-    """Run `graph` as party `comm.rank`; returns (outputs, timings). A party given a
-    policy re-checks the plan against it and refuses to run it if it breaks it."""
-    if policy is not None:
-        policy.check(graph)
+    """Run `graph` as party `comm.rank`; returns (outputs, timings). The party admits the
+    plan first (runtime/admission.py: `policy`, default the default policy): it refuses a
+    plan that breaks the policy or needs more than its limits, and checks its inputs'
+    ranges."""
+    # admission: the policy's rules, this party's resource bounds, the input ranges
+    admitted = admit(graph, policy, party=comm.rank, constants=constants or {}, inputs=inputs, merge=merge,
+                     lazy=lazy, frac=frac)
     n = comm.nparties
     rank = comm.rank
     c0 = time.thread_time()
@@ -85,6 +74,7 @@ def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=
               descriptors), frac=frac, pair_seeds=pair, comm=comm,
               integral_names=integral_names(graph, constants or {}), lazy=lazy)
     interp = Interpreter(graph, P, data=data, constants=constants, inputs=inputs, merge=merge)
+    interp.input_limits = admitted.input_limits  # admission: loads and inputs checked against them
     interp.tick = tick
     interp.check = comm.check  # a peer's failure or the deadline stops this party between nodes
     outs = interp.run(lambda ex: comm.exchange(ex.sends, ex.recvs))
@@ -94,7 +84,11 @@ def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=
 
 
 def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS, merge=True,
-               lazy=True):
+               lazy=True, policy=None):
+    """Make and send the material of `graph`; the dealer admits the plan first (its own
+    memory and the material's size, under `policy`: default the default policy)."""
+    admitted = admit(graph, policy, party="dealer", constants=constants or {}, inputs=inputs, merge=merge,
+                     lazy=lazy, frac=frac)  # admission
     n = comm.nparties
     c0 = time.thread_time()
     t0 = time.perf_counter()
@@ -106,6 +100,7 @@ def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFA
     P = Party(rank=0, nparties=n, names=comm.names[:n], material=material, frac=frac, meta=True,
               integral_names=integral_names(graph, constants or {}), lazy=lazy)
     interp = Interpreter(graph, P, constants=constants, inputs=inputs, merge=merge)
+    interp.input_limits = admitted.input_limits  # admission
     interp.check = comm.check
 
     def fake(ex):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import planc
-from planc.ir.policy import Policy, PolicyError
+from planc.ir.policy import Policy, PolicyError, PolicyFileError
 
 ROOT = Path(__file__).resolve().parents[1]
 HOSPITAL = ROOT / "examples" / "policies" / "hospital.toml"
@@ -95,3 +95,64 @@ def test_planc_check_cli(tmp_path):
                          str(ROOT / "examples" / "policies" / "open.toml")], capture_output=True, text=True,
                         timeout=120, cwd=ROOT)
     assert ok.returncode == 0 and "satisfies policy 'open'" in ok.stdout
+
+
+# ---------------------------------------------------------------- policy files are validated
+
+
+@pytest.mark.parametrize("text,key,expected", [
+    ("[limits]\nmax_nodes = \"5\"", "limits.max_nodes", "expected a whole number (or \"none\" for no limit), got '5' "
+                                                        "(a string)"),
+    ("[limits]\nmax_elements = -1", "limits.max_elements", "expected at least 1 (or \"none\" for no limit), got -1"),
+    ("[limits]\nmax_loop_trips = 2.5", "limits.max_loop_trips", "expected a whole number"),
+    ("[limits]\nmax_work = true", "limits.max_work", "got True (a boolean)"),
+    ("[limits]\nmax_peak_bytes = \"8 parsecs\"", "limits.max_peak_bytes", "expected a size in bytes"),
+    ("[limits]\nmax_dealer_bytes = -5", "limits.max_dealer_bytes", "expected at least 0"),
+    ("[limits]\ntruncation_security_bits = 70", "limits.truncation_security_bits", "expected at most 60 bits"),
+    ("[limits]\ntruncation_security_bits = \"none\"", "limits.truncation_security_bits", "not \"none\""),
+    ("[attrs.conv2d]\nstride = {max = \"2\"}", "attrs.conv2d.stride.max",
+     "expected an integer (conv2d.stride is ints), got '2' (a string)"),
+    ("[attrs.conv2d]\nstride = 2", "attrs.conv2d.stride", "expected a table with min, max and/or in"),
+    ("[attrs.conv2d]\ngroups = {in = [1, true]}", "attrs.conv2d.groups.in", "expected a list of integers"),
+    ("[attrs.conv2d]\nstride = {min = 3, max = 2}", "attrs.conv2d.stride", "min 3 is above max 2"),
+    ("[attrs.avg_pool2d]\nceil_mode = {max = 1}", "attrs.avg_pool2d.ceil_mode.max", "use in = [...], not max"),
+    ("[reveal]\nto = \"bob\"", "reveal.to", "expected a list of party names (e.g. to = [\"bob\"]"),
+    ("[reveal]\nto = [1]", "reveal.to", "expected a list of party names"),
+    ("[reveal]\nwho = [\"bob\"]", "reveal.who", "unknown key; reveal takes to"),
+    ("[ops]\nallow = \"relu\"", "ops.allow", "expected a list of op names"),
+    ("[ops]\nalow = [\"relu\"]", "ops.alow", "unknown key; ops takes allow, deny"),
+    ("ops = 5", "ops", "expected a table ([ops]), got 5 (an integer)"),
+    ("name = 3", "name", "expected the policy's name"),
+])
+def test_every_key_has_a_type_and_range(text, key, expected):
+    with pytest.raises(PolicyFileError) as ei:
+        Policy.from_toml(text, "p.toml")
+    e = ei.value
+    assert isinstance(e, PolicyError) and isinstance(e, ValueError)
+    assert e.source == "p.toml" and e.key == key and expected in e.problem, str(e)
+    assert str(e).startswith(f"p.toml: {key}: ")
+
+
+def test_a_policy_file_that_is_not_valid_is_named(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[limits]\nmax_nodes = \"lots\"\n")
+    with pytest.raises(PolicyFileError, match=rf"^{bad}: limits.max_nodes: expected a whole number"):
+        Policy.read(bad)
+    planc.trace(leaky, parties=["alice", "bob"]).save(tmp_path / "a.plan")
+    r = subprocess.run([sys.executable, "-m", "planc.cli", "check", str(tmp_path / "a.plan"), "--policy", str(bad)],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode != 0 and "limits.max_nodes: expected a whole number" in r.stderr, r.stderr
+
+
+def test_limits_default_and_can_be_lifted():
+    from planc.ir.policy import DEFAULT, DEFAULT_LIMITS, GiB
+
+    assert DEFAULT_LIMITS == {"max_nodes": 100_000, "max_loop_trips": None, "max_elements": None,
+                              "max_peak_bytes": 8 * GiB, "max_dealer_bytes": 8 * GiB, "max_work": 10 ** 12,
+                              "truncation_security_bits": 20}
+    assert all(getattr(DEFAULT, k) == v for k, v in DEFAULT_LIMITS.items())
+    p = Policy.from_toml("[limits]\nmax_peak_bytes = \"512 MiB\"\nmax_work = \"none\"\nmax_dealer_bytes = \"1.5 GB\"\n")
+    assert p.max_peak_bytes == 512 * 2 ** 20 and p.max_work is None and p.max_dealer_bytes == 1_500_000_000
+    assert p.max_nodes == 100_000 and p.truncation_security_bits == 20  # left out: the default's
+    for f in (HOSPITAL, ROOT / "examples" / "policies" / "open.toml"):
+        Policy.read(f)  # the examples are valid
