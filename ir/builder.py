@@ -19,16 +19,24 @@ class Builder:
         self._blocks: list[list[Node]] = [[]]
         self._params: list[tuple[Value, ...]] = []
         self._used: set[str] = set()
+        self._next: dict[str, int] = {}  # base -> the suffix to try first
 
     # ---- names
     def fresh(self, hint: str = "v") -> str:
         base = _NAME_OK.sub("_", hint or "v").strip("_") or "v"
         if base[0].isdigit():
             base = "v" + base
-        name, i = base, 1
-        while name in self._used:
+        name = base
+        if name in self._used:
+            # base_1, base_2, ...: the first free one; those below the last one taken for
+            # this base are all used still, so the search goes on from there (a search from
+            # 1 made naming n values alike quadratic)
+            i = self._next.get(base, 1)
             name = f"{base}_{i}"
-            i += 1
+            while name in self._used:
+                i += 1
+                name = f"{base}_{i}"
+            self._next[base] = i + 1
         self._used.add(name)
         return name
 

@@ -91,10 +91,11 @@ class Node:
         return r
 
     def where(self) -> str:
-        """`file:line: op %result` for error messages."""
-        at = f"{self.loc}: " if self.loc else ""
-        res = ", ".join(map(str, self.results))
-        return f"{at}{self.op}" + (f" {res}" if res else "")
+        """`file:line: op %result` for error messages; long names are shortened (`short`),
+        so that a hostile plan's megabyte name never makes a megabyte message."""
+        at = f"{short(str(self.loc), 200)}: " if self.loc else ""
+        res = ", ".join(short(str(r)) for r in self.results[:4]) + (", ..." if len(self.results) > 4 else "")
+        return f"{at}{short(str(self.op))}" + (f" {res}" if res else "")
 
 
 def make_attrs(d: dict | None) -> tuple[tuple[str, AttrValue], ...]:
@@ -143,7 +144,23 @@ class Graph:
 
 
 def _walk(nodes) -> Iterator[Node]:
-    for n in nodes:
-        yield n
-        for r in n.regions:
-            yield from _walk(r.nodes)
+    # iterative, so that the cost per node does not grow with the depth of nesting
+    # (a `yield from` chain passes every node up through each enclosing level)
+    stack = [iter(nodes)]
+    while stack:
+        for n in stack[-1]:
+            yield n
+            if n.regions:
+                stack.extend(iter(r.nodes) for r in reversed(n.regions))
+                break
+        else:
+            stack.pop()
+
+
+def short(text: str, limit: int = 80) -> str:
+    """`text`, or its start and end around a note of how much was left out when it is longer
+    than `limit` characters: what error messages quote of names, values and tokens."""
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 30, 8)
+    return f"{text[: keep - keep // 4]}...({len(text):,} characters)...{text[len(text) - keep // 4:]}"

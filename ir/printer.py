@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from . import ops
 
@@ -79,8 +79,8 @@ def _party(g: Graph, i: int) -> str:
 
 def _head(g: Graph, n: Node) -> str:
     """The part of a node's line before its type."""
-    res = ", ".join(map(str, n.results))
-    args = ", ".join(map(str, n.operands))
+    res = ", ".join(["%" + r.name for r in n.results])
+    args = ", ".join(["%" + v.name for v in n.operands])
     if n.op == "load":
         body = f"load {json.dumps(n.attr('tag'))} from {_party(g, n.attr('owner'))}"
     elif n.op == "reveal":
@@ -99,8 +99,17 @@ def _head(g: Graph, n: Node) -> str:
     return f"{res} = {body}" if res else body
 
 
-def _types(n: Node) -> str:
-    return ", ".join(str(r.type) for r in n.results)
+def _types(n: Node, names: dict | None = None) -> str:
+    if names is None:
+        return ", ".join(str(r.type) for r in n.results)
+    out = []
+    for r in n.results:  # a plan repeats a few types many times: print each once
+        t = r.type
+        s = names.get(id(t))  # by identity: cheaper than hashing; the graph keeps t alive
+        if s is None:
+            s = names[id(t)] = str(t)
+        out.append(s)
+    return ", ".join(out)
 
 
 def fmt_loc(loc: Loc) -> str:
@@ -113,35 +122,54 @@ def fmt_loc(loc: Loc) -> str:
     return f"loc({out})"
 
 
-def _loc(n: Node) -> str:
-    return "  " + fmt_loc(n.loc) if n.loc else ""
+def _loc(n: Node, files: dict | None = None) -> str:
+    loc = n.loc
+    if not loc:
+        return ""
+    if files is None or loc.module is not None:
+        return "  " + fmt_loc(loc)
+    f = files.get(loc.file)  # a plan names a few files many times: quote each once
+    if f is None:
+        f = files[loc.file] = json.dumps(loc.file)
+    return f"  loc({f}:{loc.line})"
 
 
-def _lines(g: Graph, nodes, indent: str, out: list[tuple[str, Node | None]]):
-    for n in nodes:
-        head = indent + _head(g, n)
-        if n.regions:
-            (body,) = n.regions
-            out.append((head + " {", n))
-            params = ", ".join(f"{p}: {p.type}" for p in body.params)
-            out.append((f"{indent}  ^({params}):", None))
-            _lines(g, body.nodes, indent + "    ", out)
-            out.append((f"{indent}}} : {_types(n)}{_loc(n)}", None))
-            continue
-        if n.results:
-            head = head.ljust(TYPE_COLUMN) + " : " + _types(n)
-        out.append((head + _loc(n), n))
+def iter_lines(g: Graph) -> Iterator[tuple[str, Node | None]]:
+    """The printed lines of `g` one by one, each with the node it starts (None for the
+    header, a loop body's parameters and closing lines). Iterative: any depth of nesting
+    prints without recursion, and a reader that needs only the first lines stops early."""
+    parties = ", ".join(f"{p}={i}" for i, p in enumerate(g.parties))
+    yield f"plan @{g.name}(parties: {parties}) {{", None
+    names: dict = {}
+    files: dict = {}
+    # one entry per open block: its nodes, its indent, the line that closes it
+    stack = [(iter(g.nodes), "  ", None)]
+    while stack:
+        nodes, indent, closing = stack[-1]
+        for n in nodes:
+            head = indent + _head(g, n)
+            if n.regions:
+                (body,) = n.regions
+                yield head + " {", n
+                params = ", ".join(f"{p}: {p.type}" for p in body.params)
+                yield f"{indent}  ^({params}):", None
+                stack.append((iter(body.nodes), indent + "    ", f"{indent}}} : {_types(n, names)}{_loc(n, files)}"))
+                break
+            if n.results:
+                head = head.ljust(TYPE_COLUMN) + " : " + _types(n, names)
+            yield head + _loc(n, files), n
+        else:
+            stack.pop()
+            if closing is not None:
+                yield closing, None
+    yield "}", None
 
 
 def print_lines(g: Graph) -> list[tuple[str, Node | None]]:
     """The printed lines of `g`, each with the node it starts (None for the header, a loop
     body's parameters and closing lines): what error messages quote as context."""
-    parties = ", ".join(f"{p}={i}" for i, p in enumerate(g.parties))
-    out: list[tuple[str, Node | None]] = [(f"plan @{g.name}(parties: {parties}) {{", None)]
-    _lines(g, g.nodes, "  ", out)
-    out.append(("}", None))
-    return out
+    return list(iter_lines(g))
 
 
 def print_graph(g: Graph) -> str:
-    return "\n".join(line for line, _ in print_lines(g)) + "\n"
+    return "\n".join(line for line, _ in iter_lines(g)) + "\n"

@@ -73,7 +73,7 @@ def make_plan() -> Plan:
         make_graph(),
         constants,
         captured={"scale": "closure variable `scale` at examples/a.py:12"},
-        meta={"frac_bits": 16, "ring": "Z_2^64", "tolerance": 0.125, "truncate": True},
+        meta={"frac_bits": 16},
     )
 
 
@@ -139,7 +139,7 @@ def test_round_trip():
     assert q == p
     assert q.graph == p.graph
     assert q.captured == p.captured and q.meta == p.meta
-    assert type(q.meta["frac_bits"]) is int and type(q.meta["truncate"]) is bool
+    assert type(q.meta["frac_bits"]) is int
     for k, t in p.constants.items():
         assert q.constants[k].dtype == t.dtype and torch.equal(q.constants[k], t)
     assert str(q) == print_graph(p.graph)
@@ -201,13 +201,12 @@ def test_equality_is_exact():
     q.constants["bias"][2] = -0.0  # equal under ==, different bytes in the file
     assert p != q
     r = make_plan()
-    r.meta["truncate"] = 1  # 1 == True, but not the same setting
+    r.meta["frac_bits"] = 16.0  # 16 == 16.0, but not the same setting
     assert p != r
 
 
 @given(st.lists(st.floats(width=32, allow_nan=True), min_size=4, max_size=4),
-       st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.booleans(), st.text(max_size=5),
-                                                       st.floats(allow_nan=False, allow_infinity=False))))
+       st.fixed_dictionaries({}, optional={"frac_bits": st.integers(8, 30)}))
 @settings(PROFILE, max_examples=min(PROFILE.max_examples, 50))
 def test_round_trip_values(values, meta):
     p = make_plan()
@@ -308,7 +307,7 @@ def test_manifest_bad_fields():
     rejects(repack(lambda m: m["captured"].update(nope="x")),
             'manifest.json: field "captured": "nope" is not a constant of the plan')
     rejects(repack(lambda m: m["meta"].update(bad=[1])),
-            'manifest.json: field "meta": expected numbers, strings or booleans')
+            'manifest.json: field "meta": unknown setting "bad" (settings: frac_bits)')
     ms = members(plan_bytes())
     rejects(rezip([("manifest.json", b"[1, 2]")] + [(n, ms[n]) for n in NAMES[1:]]),
             "manifest.json: expected a JSON object, got list")
@@ -424,7 +423,11 @@ def test_writer_refuses_inconsistent_plans():
         p.to_bytes()
     p = make_plan()
     p.meta["x"] = float("nan")
-    with pytest.raises(PlanFormatError, match="is not JSON"):
+    with pytest.raises(PlanFormatError, match='unknown setting "x"'):
+        p.to_bytes()
+    p = make_plan()
+    p.meta["frac_bits"] = 40
+    with pytest.raises(PlanFormatError, match=r'field "meta.frac_bits": 40 is outside 8..30'):
         p.to_bytes()
     p = make_plan()
     p.constants["extra"] = torch.zeros(2)
