@@ -26,9 +26,10 @@ Limits. ``DEFAULT`` — the policy when none is given — and every policy that 
 limit out have the default limits, ``DEFAULT_LIMITS``: 100,000 nodes, 8 GiB peak memory
 at any party or the dealer, 8 GiB of dealer material, 10^12 element operations per party
 and a truncation failure bound of 2^-20 per element. Together they keep any one party of
-a run under 8 GiB and about an hour of one core (10^12 operations at ~2.5 * 10^8 a
-second), and the cost of checking a plan (about 1 ms a node) under two minutes; write a
-larger value (or ``"none"``) to lift one. The structural checks are here (``check``); the
+a run under 8 GiB and about ten minutes of one core (10^12 estimated operations at ~2 *
+10^9 a second); checking a plan costs 0.2 to 2 ms a node (its protocols run on shape-only
+tensors, runtime/bounds.py) and at most about a minute (``bounds.MAX_OPS``). Write a
+larger value, or ``"none"``, to lift a limit. The structural checks are here (``check``); the
 resource limits need the runtime's bounds and are checked by
 ``planc.runtime.admission.admit``, which every run calls.
 

@@ -118,7 +118,7 @@ class Cost:
 
     def wall_line(self, net: str | tuple | None = None) -> str:
         return (f"estimated wall time on {self.net_label(net)}, work and communication (rough, within a factor "
-                f"of ~3): {self.wall_estimate(net):.3g} s")
+                f"of ~2): {self.wall_estimate(net):.3g} s")
 
     def notes_lines(self) -> list[str]:
         return [f"note: {n}" for n in self.notes]

@@ -23,26 +23,34 @@ How exact each figure is
   costed — for a division, the one that encodes the divisor (at least as many truncations).
 - **peak memory: an upper estimate** per party and for the dealer: the most bytes of
   live tensors at any moment of the shape-only run (plan values, protocol temporaries
-  held across rounds, material, received messages), plus the workspace torch takes inside
-  an op (im2col of a convolution: batch x C_in x kh x kw x out_h x out_w elements; copies
-  inside a matrix product), plus packed send buffers, plus a margin of ``MARGIN`` times
+  held across rounds, material, received messages), with the largest workspace torch takes
+  inside an op on top (im2col of a convolution: batch x C_in x kh x kw x out_h x out_w
+  elements; copies inside a matrix product) and packed send buffers, plus a margin of ``MARGIN`` times
   the largest single tensor for the temporaries real parties make where the shape-only
   run takes a shortcut, plus the party's own data, the plan's constants, and (last party)
   the dealer's corrections, which it holds for the whole run, plus ``BASE_BYTES``.
-  tests/test_bounds.py checks it against measured peak RSS growth.
-- **work: an estimate** — element operations of the tensor operations the run performs
-  (inputs + outputs touched; multiply-accumulates for products and convolutions) plus
-  ``STEP_WORK`` per node executed, loop trips multiplied in. Real parties do somewhat more
-  on the paths the shape-only run skips (numpy bit tricks of the comparisons).
-- **time: a rough estimate** — work at ``ELEMENTS_PER_S`` per party, the dealer's work
+  The dealer's: every correction it holds until it sends them in one packed message, the
+  packed copy or its largest request, and the public values. tests/test_bounds.py checks
+  the figures against the live tensors of real runs and against peak RSS growth.
+- **work: an estimate, meant to be high** — element operations of the tensor operations
+  the run performs (inputs + outputs touched; multiply-accumulates for products and
+  convolutions) times ``WORK_FACTOR``, plus ``NODE_WORK`` per element shared or revealed,
+  ``STEP_WORK`` per node executed and ``SCAN_WORK`` per pending node the interpreter's
+  scheduler checks after an exchange, loop trips multiplied in. Counted on real runs with
+  the same meter (tests/test_bounds.py), parties do at most this on every op sample and on
+  the seed CNN (the shape-only run skips the combining steps and the numpy bit tricks of
+  the comparisons: real parties touch 2-6x the elements it sees).
+- **time: a rough estimate** — the slowest party's work at ``ELEMENTS_PER_S``, the dealer's
   before it, plus rounds x RTT and the busiest party's bytes over the bandwidth of the
-  network model. Expect a factor of two or three either way.
+  network model; on the seed CNN and the op samples within a factor of two either way of
+  the measured run on one core each.
 
 ``compute(plan)`` gives a ``Bounds``; ``planc.cost.predict`` builds the front end's
 ``Cost`` on it, ``runtime.admission.admit`` compares it with a policy's limits.
 """
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 from collections import Counter
@@ -62,13 +70,13 @@ from .errors import DataError, PlanRuntimeError
 from .interpreter import Interpreter, outer_reads
 from .material import _descr
 from .party import Party
-from .protocols.core import ABSENT, Ex, Shared, local
+from .protocols.core import ABSENT, Ex, Shared, local, merge, split
 from .ranges import integral_names
 
 SMALL = 1 << 12  # public values up to this many elements stay real in the cost run
 REAL_ELEMENTS = 1 << 20  # a real tensor op of the cost run runs for real only up to this output size ...
 REAL_WORK = 1 << 24  # ... and this much work; otherwise it runs on meta tensors
-MAX_OPS = 2_000_000  # tensor operations one cost run may take (one loop trip each): beyond, the plan is refused
+MAX_OPS = 1_000_000  # tensor operations one cost run may take (~35 us each; one loop trip each): beyond, refused
 MAX_PYTHON_LOOP = 1 << 16  # avg_pool2d's window loop (kh * kw iterations per call) beyond which costing refuses
 
 MARGIN = 4  # times the largest tensor: temporaries real parties make where the shape-only run takes a shortcut
@@ -77,7 +85,8 @@ STEP_WORK = 10_000  # element operations one node execution is worth (interprete
 WORK_FACTOR = 6  # real parties touch 2-6x the elements the shape-only run counts (its shortcuts, numpy) ...
 NODE_WORK = 16  # ... and share / reveal this many per element of their operand and result
 DEALER_WORK_FACTOR = 3  # the dealer: 3x its estimate (measured at up to 2.8x)
-ELEMENTS_PER_S = 2.5e8  # element operations per second of one party's thread (int64, one core)
+SCAN_WORK = 400  # element operations one readiness check of the interpreter's scheduler is worth
+ELEMENTS_PER_S = 2e9  # estimated element operations a party's thread gets through a second (measured)
 NETWORKS = {"lan": (0.2, 10.0), "wan": (40.0, 0.1)}  # RTT ms, Gbit/s
 
 
@@ -255,6 +264,10 @@ def _tensors(x) -> list:
     return out
 
 
+def _is_meta_device(d) -> bool:
+    return d is not None and (d == "meta" or getattr(d, "type", None) == "meta")
+
+
 def _to_meta(args, kwargs):
     def conv(a):
         if isinstance(a, torch.Tensor):
@@ -322,6 +335,8 @@ class _Meter(TorchDispatchMode):
         if nmeta and nmeta < len(flat):
             args, kwargs = _to_meta(args, kwargs)
             out = func(*args, **kwargs)
+        elif not flat and _is_meta_device(kwargs.get("device")):
+            out = func(*args, **kwargs)  # a shape-only factory
         elif not nmeta and func not in _SCALAR_READS:
             out = self._real_if_small(func, args, kwargs, flat)
         else:
@@ -541,6 +556,97 @@ class _CostInterpreter(Interpreter):
             self._blocks[id(n)] = nodes
             for r in n.regions:
                 self._index_blocks(r.nodes)
+
+    # ---- blocks: the runtime's schedule, found without its quadratic scan
+    def block(self, nodes, env: dict, depth: int = 0):
+        """The interpreter's block schedule, the same waves (module docstring of
+        interpreter.py: every node whose operands are ready starts before the next
+        exchange; merge=False: one node at a time, in program order) found with ready
+        counts instead of a scan of every pending node after every exchange — a plan of
+        100,000 products costs as much per node to bound as one of ten. The scan the real
+        interpreter makes is counted as work (``SCAN_WORK`` per pending node and exchange)."""
+        body, term = nodes[:-1], nodes[-1]
+        uses: dict[str, int] = {}
+        for n in nodes:
+            for name in self._reads(n):
+                uses[name] = uses.get(name, 0) + 1
+        keep = {v.name for v in term.operands}
+        missing = [0] * len(body)
+        waiters: dict[str, list] = {}
+        for i, n in enumerate(body):
+            for name in self._reads(n):
+                if name not in env:
+                    missing[i] += 1
+                    waiters.setdefault(name, []).append(i)
+        ready = [i for i, k in enumerate(missing) if k == 0]
+        heapq.heapify(ready)
+        started = [False] * len(body)
+        left = len(body)
+        running: list = []  # [node, generator, pending Ex]
+        nxt = 0  # merge=False: the next node in program order
+
+        def finish(node, outs):
+            if not isinstance(outs, (list, tuple)):
+                outs = [outs]
+            for r, v in zip(node.results, outs):
+                env[r.name] = v
+                for w in waiters.pop(r.name, ()):
+                    missing[w] -= 1
+                    if missing[w] == 0:
+                        heapq.heappush(ready, w)
+            self.nodes_run += 1
+            for name in self._reads(node):
+                uses[name] -= 1
+                if uses[name] == 0 and name not in keep:
+                    env.pop(name, None)
+            for r in node.results:
+                if uses.get(r.name, 0) == 0 and r.name not in keep:
+                    env.pop(r.name, None)
+
+        def launch(i):
+            nonlocal left
+            node = body[i]
+            started[i] = True
+            left -= 1
+            gen = self.start(node, env)
+            try:
+                running.append([node, gen, next(gen)])
+            except StopIteration as stop:
+                finish(node, stop.value)
+
+        while True:
+            if self.merge:
+                while ready:
+                    i = heapq.heappop(ready)
+                    if not started[i]:
+                        launch(i)
+            else:
+                while not running and nxt < len(body) and missing[nxt] == 0:
+                    nxt += 1
+                    launch(nxt - 1)
+            if not running:
+                if left:
+                    first = next(i for i in range(len(body)) if not started[i])
+                    raise PlanRuntimeError(body[first], self.P.name, "operands never became ready")
+                break
+            self.meter.sink.work += SCAN_WORK * 2 * left  # the real interpreter's passes over pending nodes
+            merged = merge([r[2] for r in running])
+            if depth == 0:
+                self.wave = [r[0] for r in running]
+            got = yield merged[0]
+            parts = split(got, merged[1])
+            still = []
+            for (node, gen, _), part in zip(running, parts):
+                try:
+                    ex = self._advance(node, gen, part)
+                    still.append([node, gen, ex])
+                except StopIteration as stop:
+                    finish(node, stop.value)
+            running = still
+        outs = [env[v.name] for v in term.operands]
+        if any(isinstance(o, Shared) and o.extra for o in outs):
+            outs = yield from self.settle_all(outs)
+        return outs
 
     # ---- nodes
     def start(self, node: Node, env: dict):

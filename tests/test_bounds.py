@@ -384,3 +384,43 @@ def test_dealer_material_over_the_limit_names_the_node():
         f"  {HERE}:{_line('MUL-LINE')}: mul %mul: needs 7.6 MiB of dealer material (exact, sent to bob); policy "
         "'small' allows 4 MiB; use fewer secret products and comparisons per run, or ask for a larger "
         "max_dealer_bytes")
+
+
+# ---------------------------------------------------------------- bounding stays cheap
+
+
+def _chain(n, op="mul"):
+    from planc.ir.types import private
+
+    b = Builder("chain", ["alice", "bob"])
+    x = b.emit("load", (), {"tag": "x", "owner": 0}, types=[TensorType("f32", (4,), private(0))])
+    s = b.emit("share", [x])
+    for _ in range(n):
+        s = b.emit(op, [s, s])
+    return b.finish([b.emit("reveal", [s], {"to": 1})])
+
+
+def test_a_long_chain_of_products_is_bounded_in_linear_time():
+    """The interpreter scans every pending node after every exchange (quadratic in a chain);
+    the bounds find the same waves with ready counts, and count the scan as work."""
+    t = time.perf_counter()
+    small, big = bounds.compute(_chain(250), parties=["alice"]), bounds.compute(_chain(1000), parties=["alice"])
+    assert time.perf_counter() - t < 6.0
+    assert small.rounds == 251 and big.rounds == 1001
+    scan = lambda n: bounds.SCAN_WORK * 2 * sum(range(n))  # noqa: E731
+    assert big.party["alice"].work >= scan(1000) > 10 * scan(250)
+
+
+def test_what_would_take_too_long_to_bound_is_refused(monkeypatch):
+    monkeypatch.setattr(bounds, "MAX_OPS", 500)
+    with pytest.raises(AdmissionError, match="costing the plan takes more than 500 tensor operations"):
+        admit(_chain(100))
+    b = Builder("pool", ["alice", "bob"])
+    from planc.ir.types import SECRET
+
+    x = b.emit("input", (), {"index": 0}, types=[TensorType("f32", (1, 1, 4096, 4096), PUBLIC)])
+    s = b.emit("share", [x])
+    y = b.emit("avg_pool2d", [s], {"kernel": (4096, 4096), "stride": (4096, 4096)})
+    assert y.type.vis == SECRET
+    with pytest.raises(AdmissionError, match=r"a 4096x4096 pooling window takes 16,777,216 steps per call"):
+        admit(b.finish([b.emit("reveal", [y], {"to": 1})]))
