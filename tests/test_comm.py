@@ -110,13 +110,15 @@ def test_missing_data_names_party_and_tag(comm):
     plan, data, _ = CASES["private_product"]
     t0 = time.monotonic()
     with pytest.raises(PlanRuntimeError) as ei:
-        run_local(plan, {"alice": data["alice"], "bob": {}}, processes=comm == "processes", timeout=30)
+        run_local(plan, {"alice": data["alice"], "bob": {}}, processes=comm == "processes", timeout=120)
     elapsed = time.monotonic() - t0
     msg = str(ei.value)
     assert ei.value.party == "bob" and "'b'" in msg and "load" in msg, msg
     assert ei.value.node is not None and any(m is ei.value.node for m in plan.graph.walk())
     assert not isinstance(ei.value, CommError)
-    assert elapsed < 15, elapsed  # the others stopped on the published failure, not the timeout
+    # the others stopped on the published failure, not the 120 s timeout (process start-up
+    # alone takes several seconds on a loaded 2-core machine)
+    assert elapsed < 60, elapsed
     assert not multiprocessing.active_children()
 
 
