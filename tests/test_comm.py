@@ -14,7 +14,7 @@ import torch
 import planc
 from planc.runtime.comm.base import CommError, PeerFailed, PeerTimeout, nbytes, pack, unpack
 from planc.runtime.comm.dist import DistComm, free_port
-from planc.runtime.errors import PlanRuntimeError
+from planc.runtime.errors import PartyDied, PlanRuntimeError
 from planc.runtime.local import run_local
 from planc.runtime.procs import run_rank
 
@@ -149,7 +149,8 @@ def test_killed_rank_is_named_and_nothing_hangs():
     th.join(60)
     assert not th.is_alive()
     err = out["err"]
-    assert isinstance(err, PlanRuntimeError) and err.party == "dealer" and "died" in str(err), err
+    assert isinstance(err, PartyDied) and err.party == "dealer" and "died" in str(err), err
+    assert err.signal == "SIGKILL" and "killed by SIGKILL (signal 9)" in str(err), err  # how it died
     assert out["took"] < 15, out["took"]
     assert not multiprocessing.active_children()
 
@@ -268,6 +269,37 @@ def test_dist_failure_reaches_waiting_peers_quickly():
         err, took = res[r]
         assert isinstance(err, PeerFailed) and str(err) == "party bob failed: boom at bob", err
         assert took < 3.0, took
+    assert _no_waiters_left()
+
+
+def test_dist_check_stops_a_rank_that_never_waits():
+    """A rank busy with local work (it never waits, so never polls the store there) still
+    stops within a few tenths of a second of a published failure, through check()."""
+    port = free_port()
+
+    def rank(r):
+        c = DistComm(r, NAMES[:2] + ["dealer"], 30, port=port)
+        try:
+            if r == 1:
+                time.sleep(0.5)
+                c.fail(ValueError("boom at bob"))
+                return time.monotonic()
+            t_end = time.monotonic() + 10
+            while time.monotonic() < t_end:  # local work between nodes: a check per node
+                try:
+                    c.check("busy")
+                except PeerFailed as e:
+                    return e, time.monotonic()
+            return None
+        finally:
+            c.close()
+
+    res = _ranks(rank, 3)
+    failed_at = res[1]
+    for r in (0, 2):
+        err, seen = res[r]
+        assert str(err) == "party bob failed: boom at bob", err
+        assert seen - failed_at < 1.0, seen - failed_at
     assert _no_waiters_left()
 
 

@@ -154,12 +154,14 @@ class Comm:
         if now < self._next_check:
             return
         self._next_check = now + self.CHECK_EVERY
-        self._check_peers()
+        # its own deadline first: a rank past it is stuck itself, whatever its peers said
+        # meanwhile (a peer waiting for it times out at about the same moment)
         if now - self.quiet_since > self.timeout:
             at = getattr(where, "where", None)
             at = at() if callable(at) else where
             raise DeadlineExceeded(f"party {self.names[self.rank]}: nothing sent or received for {self.timeout:g} s "
-                              f"(local work ran past the timeout{f', at {at}' if at else ''})")
+                                   f"(local work ran past the timeout{f', at {at}' if at else ''})")
+        self._check_peers()
 
     def _check_peers(self):
         """Raise PeerFailed if another rank failed (transports know how to tell)."""
