@@ -44,7 +44,7 @@ from .graph import Graph, Node, short
 from .parser import ParseError, parse_graph
 from .printer import print_graph
 from .types import TORCH_TO_IR, TensorType
-from .verify import MAX_PARTIES, VerifyError, clip, verify
+from .verify import MAX_PARTIES, VerifyError, clip, num, verify
 
 if TYPE_CHECKING:
     import torch
@@ -112,7 +112,7 @@ class Setting:
         if type(v) is not self.kind:  # bool is no int here: `true` is not 1 fractional bit
             return f"expected {self.kind.__name__}, got {json.dumps(v) if _jsonable(v) else type(v).__name__}"
         if not self.lo <= v <= self.hi:
-            return f"{v} is outside {self.lo}..{self.hi} ({self.doc})"
+            return f"{num(v)} is outside {self.lo}..{self.hi} ({self.doc})"
         return None
 
 
@@ -178,7 +178,7 @@ class Plan:
     # ---- writing
     def to_bytes(self) -> bytes:
         _check(self)  # refuse to write a file that reading would reject
-        return _encode(self, planc_version())
+        return _encode(self, planc_version(), check=True)
 
     def save(self, path) -> None:
         Path(path).write_bytes(self.to_bytes())
@@ -284,7 +284,7 @@ def _ir_type(t: torch.Tensor) -> str:
 # ---------------------------------------------------------------- encoding
 
 
-def _encode(plan: Plan, version: str) -> bytes:
+def _encode(plan: Plan, version: str, check: bool = False) -> bytes:
     from safetensors.torch import save as _st_save
 
     ir = print_graph(plan.graph).encode("utf-8")
@@ -301,7 +301,8 @@ def _encode(plan: Plan, version: str) -> bytes:
         "captured": dict(plan.captured),
         "meta": dict(plan.meta),
     }
-    _fields(manifest)  # write nothing that reading would refuse
+    if check:
+        _fields(manifest)  # write nothing that reading would refuse
     text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     buf = io.BytesIO()
     # BytesIO is seekable, so zipfile writes sizes in the local headers and no data descriptors
@@ -420,7 +421,9 @@ def _no_constant(c):  # NaN and Infinity are not JSON
 
 
 def _json_int(s: str) -> int:
-    if len(s.lstrip("-")) > 20:  # int() of thousands of digits is slow, and refused past 4300
+    # int() of many thousands of digits is slow (and refused past 4300); up to 1000 the
+    # number is read, so that the field's own range check can name the field
+    if len(s.lstrip("-")) > 1000:
         raise PlanFormatError(f"{MANIFEST}: integer of {len(s):,} digits", member=MANIFEST)
     return int(s)
 

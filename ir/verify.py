@@ -342,10 +342,9 @@ class _Verifier:
         full, canonical = hit
         if not canonical:
             self.fail(n, "attributes are not canonical (defaults must be spelled out, sorted by name)")
-        if regions:
-            if not isinstance(regions, (tuple, list)) or not all(
-                    type(r) is Region and _values_ok(r.params) and isinstance(r.nodes, (tuple, list)) for r in regions):
-                self.fail(n, "regions must be a tuple of Regions")
+        if not isinstance(regions, (tuple, list)) or regions and not all(
+                type(r) is Region and _values_ok(r.params) and isinstance(r.nodes, (tuple, list)) for r in regions):
+            self.fail(n, "regions must be a tuple of Regions")
         if len(regions) != d.regions:
             self.fail(n, f"{op} needs {d.regions} region(s), has {len(regions)}")
         if d.terminator:

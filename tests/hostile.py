@@ -111,17 +111,23 @@ def straight_graph(n: int):
 
 
 def straight_text(n: int) -> str:
-    from planc.ir.printer import print_graph
-
-    return print_graph(straight_graph(n))
+    """The text of a plan like straight_graph(n) (values %v0, %v1, ...), laid out as printed."""
+    out = [HEAD, '  %x = load "t" from alice'.ljust(44) + " : private<0> f32[4]\n"]
+    prev = "x"
+    for i in range(n):
+        out.append(f"  %v{i} = relu %{prev}".ljust(44) + f' : private<0> f32[4]  loc("model.py":{i})\n')
+        prev = f"v{i}"
+    out.append(f"  return %{prev}\n}}\n")
+    return "".join(out)
 
 
 def loops_text(n: int, consts: int = 0) -> str:
     """`consts` constants, then n one-trip loops, each carrying the result of the one
     before: the scope every loop body sees grows with the plan, which cost the old reader
     a copy of it per loop (quadratic)."""
-    out = [HEAD, "  %c = const {value=1.0} : public f32[]\n"]
-    out += [f"  %k{i} = const {{value=1.0}} : public f32[]\n" for i in range(consts)]
+    # laid out as the printer lays it out: a plan file must be (tests check canonical() of it)
+    out = [HEAD, "  %c = const {value=1.0}".ljust(44) + " : public f32[]\n"]
+    out += [f"  %k{i} = const {{value=1.0}}".ljust(44) + " : public f32[]\n" for i in range(consts)]
     prev = "c"
     for i in range(n):
         out.append(f"  %l{i} = loop 1 %{prev} {{\n    ^(%i{i}: public i64[], %a{i}: public f32[]):\n"
@@ -156,17 +162,19 @@ def canonical(text: str) -> str:
     return print_graph(parse_graph(text))
 
 
-def _loops() -> bytes:
-    return pack(canonical(loops_text(8000, consts=8000)))
+def _loops(error: bool = False) -> bytes:
+    text = loops_text(8000, consts=8000)
+    return pack(text.replace("return %l7999", "return %nothing") if error else text)
 
 
 def _straight() -> bytes:
     # text of a straight-line plan, but for a duplicate name at its very end: read in full
-    return pack(straight_text(20000).replace("return %v_19999", "return %nothing"))
+    return pack(straight_text(20000).replace("return %v19999", "return %nothing"))
 
 
 CORPUS = {
-    "quadratic scopes: 8,000 loops over 8,000 constants": _loops,
+    "quadratic scopes: 8,000 loops over 8,000 constants (a valid plan)": _loops,
+    "quadratic scopes, error at the end": lambda: _loops(error=True),
     "long straight-line plan, error at its end": _straight,
     "loops nested 200 deep": lambda: pack(nested_text(200)),
     "loops nested 100,000 deep": lambda: pack(nested_text(100_000)),

@@ -1,10 +1,12 @@
 """The text format: print and parse are inverses, errors say file:line:col."""
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from strategies import graphs
 
 from planc.ir.builder import Builder
@@ -249,3 +251,68 @@ def test_resnet18_sized_plan_parses():
     g = verify(resnet18())
     assert len(g.nodes) >= 150
     assert parse_and_verify(print_graph(g), "resnet.plan") == g
+
+
+# ---------------------------------------------------------------- the reader and grammar.lark
+
+# grammar.lark is the specification and parser.py reads it by hand: lark, given the grammar,
+# must accept what the reader accepts and reject what the reader finds ill-formed. (The
+# reader refuses more: names and scopes, integers beyond int64, nesting beyond the bounds.)
+
+@functools.lru_cache(maxsize=None)
+def _lark():
+    from importlib import resources
+
+    from lark import Lark
+
+    return Lark(resources.files("planc.ir").joinpath("grammar.lark").read_text(encoding="utf-8"), parser="lalr")
+
+
+def _lark_accepts(text: str) -> bool:
+    from lark.exceptions import LarkError
+
+    try:
+        _lark().parse(text)
+        return True
+    except LarkError:
+        return False
+
+
+def _agree(text: str):
+    ok_lark = _lark_accepts(text)
+    try:
+        parse_graph(text)
+        assert ok_lark, f"the reader accepts what grammar.lark does not:\n{text}"
+    except ParseError as e:
+        if e.problem.startswith("unexpected"):
+            assert not ok_lark, f"grammar.lark accepts what the reader calls a syntax error ({e}):\n{text}"
+
+
+_POOL = ["%x", "loop", "{", "}", "[", "]", "(", ")", ":", ",", "=", "^", "<", ">", "0", "-1", "1.5", "1e5", "-inf",
+         "nan", "inf", "public", "secret", "private", "f32", '"t"', "return", "yield", "all", "loc", "in", "from",
+         "to", "load", "reveal", "call", "relu", "true", "none", "#", "@p", ";", "\u0663", "-", ".", "%", '"']
+
+
+@settings(max_examples=2 * settings.default.max_examples)
+@given(graphs(max_steps=4), st.data())
+def test_reader_and_grammar_accept_the_same_texts(g, data):
+    from planc.ir.parser import _TOKEN
+
+    text = print_graph(g)
+    _agree(text)
+    toks = [t for t in _TOKEN.findall(text) if t]
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(toks) - 1))
+        kind = data.draw(st.sampled_from(["delete", "duplicate", "swap", "replace", "insert"]))
+        if kind == "delete":
+            del toks[i]
+        elif kind == "duplicate":
+            toks.insert(i, toks[i])
+        elif kind == "swap" and i + 1 < len(toks):
+            toks[i], toks[i + 1] = toks[i + 1], toks[i]
+        elif kind == "replace":
+            toks[i] = data.draw(st.sampled_from(_POOL))
+        else:
+            toks.insert(i, data.draw(st.sampled_from(_POOL)))
+    sep = data.draw(st.sampled_from([" ", "\n", "  # c\n"]))
+    _agree(sep.join(toks) + ("\n" if sep.endswith("\n") else ""))
