@@ -222,6 +222,25 @@ class Policy:
             **limits,
         )
 
+    def to_dict(self) -> dict:
+        """This policy as TOML-shaped plain data (lists, ints, strings; "none" for a lifted
+        limit): ``Policy.from_dict(p.to_dict())`` gives it back, validated — for sending a
+        policy to another process as JSON."""
+        d: dict = {"name": self.name}
+        ops_: dict = {}
+        if self.allow is not None:
+            ops_["allow"] = sorted(self.allow)
+        if self.deny:
+            ops_["deny"] = sorted(self.deny)
+        if ops_:
+            d["ops"] = ops_
+        if self.attrs:
+            d["attrs"] = {op: {a: dict(rule) for a, rule in rules.items()} for op, rules in self.attrs.items()}
+        if self.reveal_to is not None:
+            d["reveal"] = {"to": sorted(self.reveal_to)}
+        d["limits"] = {k: ("none" if getattr(self, k) is None else getattr(self, k)) for k in DEFAULT_LIMITS}
+        return d
+
     # -------------------------------------------------------------- checking
     def violations(self, g: Graph) -> list[Violation]:
         out = []

@@ -14,8 +14,9 @@ the range each input must stay in for the plan's fixed-point arithmetic to be tr
 A plan over a limit is refused with an ``AdmissionError`` (a ``PolicyError``) that names
 the figure, the limit and the node that sets it:
 
-    examples/model.py:12: conv2d %conv2d: needs 10.0 GiB of memory at alice (upper
-    estimate); policy 'default' allows 8 GiB; ...
+    model.py:12: conv2d %conv2d: needs 10.1 GiB of memory at alice (upper estimate; 10.0
+    GiB of it op workspace (im2col, product copies) and messages); policy 'default'
+    allows 8 GiB; use a smaller batch or smaller tensors, or ask for a larger max_peak_bytes
 
 The result, an ``Admission``, carries the bounds and the input limits; the session
 hands the limits to the interpreter, which checks every load and public input against
@@ -95,8 +96,10 @@ def admit(plan, policy: Policy | None = None, *, party=None, constants=None, inp
     for name in checked:
         pb = b.party[name]
         if pol.max_peak_bytes is not None and pb.peak_bytes > pol.max_peak_bytes:
-            out.append(Violation(pb.peak_node, f"needs {size(pb.peak_bytes)} of memory at {name} (upper estimate); "
-                                               f"{label} allows {size(pol.max_peak_bytes)}",
+            what, most = max(pb.parts.items(), key=lambda kv: kv[1]) if pb.parts else ("", 0)
+            out.append(Violation(pb.peak_node, f"needs {size(pb.peak_bytes)} of memory at {name} (upper estimate; "
+                                               f"{size(most)} of it {what}); {label} allows "
+                                               f"{size(pol.max_peak_bytes)}",
                                  "use a smaller batch or smaller tensors, or ask for a larger max_peak_bytes"))
         if pol.max_work is not None and pb.work > pol.max_work:
             out.append(Violation(pb.work_node, f"needs {pb.work:.3g} element operations at {name} (estimate, loop "

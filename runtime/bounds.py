@@ -485,7 +485,7 @@ class _CountingMaterial:
         elems = sum(math.prod(p.shape) for p in random + derived)
         saved, m.sink = m.sink, self.dealer
         public, m.public = m.public, False
-        ws0 = m.workspace_max
+        ws0, notes0 = m.workspace_max, len(m.notes)
         d = self.dealer
         d.peak = before = d.live
         try:
@@ -500,6 +500,7 @@ class _CountingMaterial:
             derived_ws = 2 * der_b
         finally:
             m.sink, m.public, m.workspace_max = saved, public, ws0
+            del m.notes[notes0:]  # what derive guesses changes no count: the dealer's own estimate
         d.work += (self.n + 1) * elems + STEP_WORK
         shared_of = sum(math.prod(p.shape) * 8 for p in random if p.name in (share_of or {}))
         # every party's share of the random parts (combined in place), the derived values,
@@ -970,7 +971,7 @@ def _party_bounds(name, graph, constants, run: _Run, last: bool) -> PartyBounds:
     # the worst moment of the shape-only run, or the largest workspace at the most live bytes
     top = max(s.peak, s.live_max + run.workspace_max)
     parts = {"live tensors": s.live_max,
-             "op workspace and messages": top - s.live_max,
+             "op workspace (im2col, product copies) and messages": top - s.live_max,
              "margin for the real run's temporaries": MARGIN * s.largest,
              "own data": static["data"],
              "plan constants and public inputs": static["constants"] + static["inputs"],

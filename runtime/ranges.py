@@ -41,10 +41,11 @@ says nothing about them; the approximations state their own domains (``planc ops
 
 Each input's limit is the largest A that keeps every constraint it takes part in (with
 all inputs of that constraint at A — the bounds are monotone, so any inputs within their
-limits keep it); an input in no constraint is limited only by the encoding. The
-interpreter checks every load and public input against its limit before using it
-(``Interpreter.source``): a value outside is a DataError naming the party, the tag, the
-value, the limit and the node whose range sets it.
+limits keep it); an input in no constraint is not checked here (the encoder still refuses
+values beyond 2^(62-f), runtime/fixed.py). The interpreter checks every load and public
+input against its limit before using it (``Interpreter.source``): a value outside is a
+DataError naming the party, the tag, the value, the limit and the node whose range sets
+it.
 """
 from __future__ import annotations
 
@@ -154,7 +155,7 @@ class Limit:
     def why(self) -> str:
         c = self.constraint
         if c is None:
-            return "the fixed-point encoding range"
+            return "no fixed-point value of the plan depends on it within the analysis"
         what = ("not to wrap the ring" if c.kind == "overflow"
                 else f"to truncate with failure probability at most 2^-{63 - c.log2_cap} per element")
         return (f"{c.node.where()} holds {_poly(c.mag)} at 2^{c.scale} ring units per unit, and must stay within "
@@ -171,11 +172,11 @@ def input_limits(graph: Graph, constants=None, extras=None, *, frac: int = fixed
                  bits: int = DEFAULT_SECURITY_BITS, lazy: bool = True) -> dict[str, Limit]:
     """{value name of a load or input: Limit}: the largest magnitude each may have."""
     cons = analyse(graph, constants, extras, frac=frac, bits=bits, lazy=lazy)
-    enc = Limit(fixed.limit(frac), None)
+    free = Limit(math.inf, None)  # in no constraint: plaintext only, or beyond what the analysis covers
     out = {}
     for n in graph.walk():
         if n.op in ("load", "input"):
-            out[n.result.name] = enc
+            out[n.result.name] = free
     for c in cons:
         A = c.limit()
         for s in c.mag.src:
@@ -186,7 +187,7 @@ def input_limits(graph: Graph, constants=None, extras=None, *, frac: int = fixed
 
 def range_problem(x: torch.Tensor, limit: Limit) -> str | None:
     """Why tensor `x` is outside `limit`, or None."""
-    if not isinstance(x, torch.Tensor) or x.numel() == 0 or x.dtype == torch.bool:
+    if not isinstance(x, torch.Tensor) or x.numel() == 0 or x.dtype == torch.bool or limit.bound == math.inf:
         return None
     if x.is_floating_point():
         xd = x.detach()

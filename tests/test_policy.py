@@ -156,3 +156,11 @@ def test_limits_default_and_can_be_lifted():
     assert p.max_nodes == 100_000 and p.truncation_security_bits == 20  # left out: the default's
     for f in (HOSPITAL, ROOT / "examples" / "policies" / "open.toml"):
         Policy.read(f)  # the examples are valid
+
+
+def test_a_policy_travels_as_plain_data():
+    import json
+
+    for p in (Policy.read(HOSPITAL), Policy(name="lifted", max_work=None, max_peak_bytes=None)):
+        back = Policy.from_dict(json.loads(json.dumps(p.to_dict())), "<job>")
+        assert back == p
