@@ -1,0 +1,252 @@
+"""Running one accepted run as this daemon's party (or as the dealer), in a thread.
+
+The control plane (app.py) only checks and records; here a run meets the data plane:
+
+- at acceptance ``bind`` opens the run's listener — a TLS ``Listener`` on
+  ``data_host``, port 0 (or, on the explicitly insecure gloo transport, rank 0's
+  rendezvous store) — and its port goes back to the submitter;
+- at start ``launch`` checks the peers' table against the identities the run was
+  submitted with (a submitter cannot point a rank at another identity than the one this
+  worker admitted the plan for), then a thread builds the communicator, loads this
+  party's catalogue tensors for the plan's loads, and calls ``run_party`` (``run_dealer``
+  for the dealer) with this worker's own policy: the runtime admits the plan once more;
+- outputs are classified: a value revealed to all is reported with its value, one
+  revealed to this party is written to ``outputs_dir/<run_id>/out<i>.safetensors`` (the
+  API gives its path, never the value), a share stays here under a handle, and the
+  shares of values revealed to clients wait for those clients (``/reveals``);
+- ``release`` closes the communicator, the listener and the store, whatever happened.
+
+A failure becomes the run's error as an ``ErrorRecord`` (runtime/errors.py): the node,
+the party and the user's source line, as JSON. Cancelling a running run fails it from
+inside: the communicator's checks raise, and its failure reaches the peers.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from .wire import Refusal
+
+
+class Cancelled(RuntimeError):
+    """The run was cancelled through the API."""
+
+
+def bind(run, cfg, identity):
+    """Open the run's data-plane endpoint; its port (None where nothing is bound)."""
+    sub = run.sub
+    if cfg.transport == "tls":
+        from planc.runtime.comm.tls import Listener
+
+        run.listener = Listener(identity, host=cfg.data_host, port=0)
+        run.data_port = run.listener.port
+    elif sub.rank == 0:  # gloo: rank 0 hosts the run's rendezvous store
+        from planc.runtime.comm.dist import host_store
+
+        run.store = host_store(cfg.data_host, 0, len(sub.names), sub.timeout)
+        run.data_port = run.store.port
+    return run.data_port
+
+
+def release(run):
+    for what in ("comm", "listener"):
+        obj = getattr(run, what)
+        if obj is not None:
+            try:
+                obj.close()
+            except Exception:  # noqa: BLE001 — releasing must not fail
+                pass
+            setattr(run, what, None)
+    run.store = None
+
+
+def peers_of(run, body) -> dict:
+    """The start body's peers {rank: (host, port, identity)}, checked against the run."""
+    sub = run.sub
+    peers = body.get("peers") if isinstance(body, dict) else None
+    if not isinstance(peers, dict):
+        raise Refusal(400, "body", "field 'peers': expected {rank: {host, port, identity}}")
+    out = {}
+    world = len(sub.names)
+    for k, v in peers.items():
+        try:
+            r = int(k)
+        except (TypeError, ValueError):
+            raise Refusal(400, "body", f"field 'peers': {k!r} is not a rank") from None
+        if not 0 <= r < world:
+            raise Refusal(400, "body", f"field 'peers': rank {r} outside 0..{world - 1}")
+        if r == sub.rank:
+            continue
+        port = v.get("port") if isinstance(v, dict) else None
+        if not isinstance(v, dict) or not isinstance(v.get("host"), str) or not isinstance(v.get("identity"), str) \
+                or not (port is None or (type(port) is int and 0 < port <= 65535)):
+            raise Refusal(400, "body", f"field 'peers.{k}': expected {{host: str, port: int (null where the rank "
+                                       f"reported none), identity: str}}")
+        want = sub.identity_of(r)
+        if v["identity"] != want:
+            raise Refusal(400, "peers", f"field 'peers.{k}': rank {r} ({sub.names[r]}) was submitted as "
+                                        f"{want!r}, not {v['identity']!r}")
+        out[r] = (v["host"], v["port"], v["identity"])
+    return out
+
+
+def comm_for(run, cfg, identity, peers):
+    sub = run.sub
+    names = sub.names
+    if cfg.transport == "tls":
+        from planc.runtime.comm.tls import TLSComm
+
+        missing = [r for r in range(len(names)) if r != sub.rank and (r not in peers or peers[r][1] is None)]
+        if missing:
+            raise Refusal(400, "peers", f"field 'peers': no address for rank {missing[0]} ({names[missing[0]]})")
+        return TLSComm(sub.rank, names, sub.timeout, identity=identity, listener=run.listener, peers=peers,
+                       run_id=sub.run_id)
+    from planc.runtime.comm.dist import DistComm
+
+    prefix = f"planc/{sub.run_id}"
+    if sub.rank == 0:
+        return DistComm(0, names, sub.timeout, store=run.store, bind=cfg.data_host, prefix=prefix)
+    if 0 not in peers or peers[0][1] is None:
+        raise Refusal(400, "peers", "field 'peers': the gloo transport needs rank 0's address and port")
+    host, port, _ = peers[0]
+    return DistComm(sub.rank, names, sub.timeout, addr=host, port=port, host=False, bind=cfg.data_host,
+                    prefix=prefix)
+
+
+def _watch(comm, run):
+    """Make the communicator's checks raise once the run is cancelled (between nodes,
+    per loop trip, while waiting)."""
+    check, peers = comm.check, comm._check_peers
+
+    def cancelled():
+        if run.cancel_reason is not None:
+            raise Cancelled(run.cancel_reason)
+
+    def check_(where=None):
+        cancelled()
+        return check(where)
+
+    def check_peers_():
+        cancelled()
+        return peers()
+
+    comm.check = check_
+    comm._check_peers = check_peers_
+
+
+def data_for(sub, catalogue) -> dict:
+    if catalogue is None:
+        return {}
+    tags = {n.attr("tag") for n in sub.graph.loads() if n.attr("owner") == sub.rank}
+    return {t: catalogue.get(t).load() for t in sorted(tags)}
+
+
+def _accepts(fn, name):
+    import inspect
+
+    return name in inspect.signature(fn).parameters
+
+
+def execute(run, cfg, identity, catalogue, policy, peers, table, log):
+    """The run's thread: connect, run, record; always release."""
+    from planc.runtime.errors import ErrorRecord
+    from planc.runtime.session import held, run_dealer, run_party
+
+    sub = run.sub
+    t0 = time.perf_counter()
+    comm = None
+    try:
+        comm = comm_for(run, cfg, identity, peers)
+        run.comm = comm
+        _watch(comm, run)
+        connect_s = time.perf_counter() - t0
+        kw = {}
+        if sub.clients and _accepts(run_party, "clients"):
+            kw["clients"] = tuple(sub.clients)
+        if sub.rank == len(sub.parties):
+            timings = run_dealer(sub.graph, comm, constants=sub.plan.constants, inputs=sub.inputs, frac=sub.frac,
+                                 policy=policy, **kw)
+            outs = []
+        else:
+            reveals: dict = {}
+            if _accepts(run_party, "reveals_out"):
+                kw["reveals_out"] = reveals
+                if sub.client_shares is not None:
+                    kw["client_shares"] = sub.client_shares
+            outs, timings = run_party(sub.graph, comm, data=data_for(sub, catalogue), constants=sub.plan.constants,
+                                      inputs=sub.inputs, frac=sub.frac, policy=policy, **kw)
+            outs = [held(o) for o in outs]
+            run.reveals = reveals
+        c = time.perf_counter()
+        comm.close()
+        stats = {**comm.stats.as_dict(), "connect_s": getattr(comm, "connect_s", connect_s), **timings,
+                 "close_s": time.perf_counter() - c, "wall_s": time.perf_counter() - t0}
+        run.outputs = outputs(run, outs, cfg)
+        table.set_state(run, "done", outcome="ok", stats=stats)
+        log.event("done", run_id=sub.run_id, plan_hash=sub.plan_hash, client=run.submitter, party=sub.party,
+                  duration_s=round(time.perf_counter() - t0, 3), rounds=stats.get("rounds"),
+                  bytes_sent=stats.get("bytes_sent"))
+    except BaseException as e:  # noqa: BLE001 — every failure is the run's, never the daemon's
+        if comm is not None:
+            try:
+                comm.fail(e)
+            except Exception:  # noqa: BLE001
+                pass
+        if isinstance(e, Refusal):
+            err = {"kind": "refused", "type": "Refusal", "party": sub.party, "node": None, "loc": None,
+                   "problem": e.message, "message": e.message, "cause": None, "rule": e.rule}
+        else:
+            err = ErrorRecord.of(e, sub.graph).to_json()
+        stats = comm.stats.as_dict() if comm is not None else None
+        table.set_state(run, "failed", outcome="cancelled" if isinstance(e, Cancelled) else "error", error=err,
+                        stats=stats)
+        log.event("failed", run_id=sub.run_id, plan_hash=sub.plan_hash, client=run.submitter, party=sub.party,
+                  duration_s=round(time.perf_counter() - t0, 3), error=err["message"][:2000], kind=err["kind"])
+    finally:
+        release(run)
+        run.thread = None
+
+
+def launch(run, cfg, identity, catalogue, policy, peers, table, log):
+    table.set_state(run, "running", started=time.time())
+    log.event("started", run_id=run.run_id, plan_hash=run.plan_hash, client=run.submitter, party=run.sub.party,
+              parties=run.sub.parties, peers={r: f"{h}:{p} ({i})" for r, (h, p, i) in peers.items()})
+    t = threading.Thread(target=execute, args=(run, cfg, identity, catalogue, policy, peers, table, log),
+                         name=f"planc-run-{run.run_id}", daemon=True)
+    run.thread = t
+    t.start()
+
+
+def outputs(run, outs, cfg) -> list:
+    """What the API reports of each plan output (see the module docstring)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from planc.ir.types import TORCH_TO_IR
+    from planc.runtime.party import Shared
+
+    sub = run.sub
+    out = []
+    values = sub.graph.outputs
+    for i, o in enumerate(outs):
+        vis = values[i].type.vis if i < len(values) else None
+        if isinstance(o, Shared):
+            handle = f"{sub.run_id}/out{i}"
+            run.held[handle] = o
+            out.append({"index": i, "kind": "held", "handle": handle, "dtype": values[i].type.dtype,
+                        "shape": list(values[i].type.shape)})
+        elif isinstance(o, torch.Tensor):
+            dtype = TORCH_TO_IR.get(str(o.dtype), str(o.dtype))
+            if vis is not None and vis.is_public:
+                out.append({"index": i, "kind": "public", "dtype": dtype, "shape": list(o.shape),
+                            "value": o.tolist()})
+            else:
+                d = cfg.outputs_dir / sub.run_id
+                d.mkdir(parents=True, exist_ok=True)
+                path = d / f"out{i}.safetensors"
+                save_file({f"out{i}": o.detach().contiguous().clone()}, str(path))
+                out.append({"index": i, "kind": "own", "dtype": dtype, "shape": list(o.shape),
+                            "path": str(path.resolve())})
+        else:
+            out.append({"index": i, "kind": "none"})
+    return out
