@@ -11,7 +11,7 @@ import torch.fx as fx
 from planc.ir.graph import Value
 from planc.ir.verify import VerifyError, verify
 
-from .errors import TraceError, user_loc
+from .errors import TraceError, user_loc, warn_unrevealed
 from .tracer import ACTIVE, PlancTracer
 
 
@@ -63,6 +63,7 @@ def trace(fn, *specs, name: str | None = None, parties=None, owner: str | None =
         verify(graph)
     except VerifyError as e:  # a bug in lowering, never the user's fault: say so
         raise TraceError(f"internal error: traced IR does not verify:\n{e}") from e
+    warn_unrevealed(graph)
     used = {n.attr("name") for n in graph.consts() if n.attr("name") is not None}
     consts = {k: v for k, v in cx.constants.items() if k in used}
     return Plan(graph, consts, {k: v for k, v in cx.captured.items() if k in used}, {})

@@ -9,6 +9,7 @@ from planc.ir.policy import DEFAULT, Policy
 from planc.ir.printer import print_graph
 from planc.ir.verify import verify
 
+from .errors import warn_unrevealed
 from .passes import DEFAULT_PIPELINE, parse_pipeline
 from .plans import Plan
 
@@ -32,6 +33,9 @@ def compile(plan, pipeline: str = DEFAULT_PIPELINE, *, policy: Policy | None = N
             verify(graph)
         if print_after_all:
             text = _print_change(p.name, text, print_graph(graph), out)
+    before = graph if not isinstance(plan, IRPlan) else plan.graph
+    if [v.type.vis for v in graph.nodes[-1].operands] != [v.type.vis for v in before.nodes[-1].operands]:
+        warn_unrevealed(graph)  # a pass changed what the outputs are (trace warned about the original)
     if not isinstance(plan, IRPlan):
         return Plan(graph)
     used = {n.attr("name") for n in graph.consts() if n.attr("name") is not None}

@@ -104,3 +104,27 @@ def first_line(exc: BaseException) -> str:
         text = ""
     lines = [s.strip() for s in text.splitlines() if s.strip()]
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+class UnrevealedOutputWarning(UserWarning):
+    """A plan output that no party is revealed: it stays secret-shared where it ran."""
+
+
+def warn_unrevealed(graph) -> None:
+    """Warn about each plan output that nobody is revealed, so that it does not silently
+    vanish: at run time each computing party holds only its share of it (run_local: a
+    ``Shared`` in the party's outputs; a worker keeps it under the handle
+    ``<run id>/out<i>`` and returns no value)."""
+    import warnings
+
+    term = graph.nodes[-1] if graph.nodes else None
+    made = {r.name: n for n in graph.nodes for r in n.results}
+    for i, v in enumerate(term.operands if term is not None else ()):
+        if v.type.vis.is_secret:
+            loc = getattr(made.get(v.name), "loc", None)
+            msg = (f"output {i} (%{v.name}) is revealed to nobody: it stays secret-shared at the computing "
+                   "parties; planc.reveal(x, to=...) it to receive it")
+            if loc is not None:  # reported at the user's line, where the output was made
+                warnings.warn_explicit(msg, UnrevealedOutputWarning, loc.file, loc.line)
+            else:
+                warnings.warn(msg, UnrevealedOutputWarning, stacklevel=3)

@@ -62,12 +62,13 @@ def size(n: int) -> str:
 
 
 def admit(plan, policy: Policy | None = None, *, party=None, constants=None, inputs=None, merge: bool = True,
-          lazy: bool = True, frac: int | None = None) -> Admission:
+          lazy: bool = True, frac: int | None = None, clients=()) -> Admission:
     """Refuse `plan` (a Plan or Graph) before it runs if it breaks `policy` (default: the
     default policy) or needs more than its limits; return its bounds and input limits.
 
     party: the party that asks (a name or rank; "dealer"): only its own figures are
-    checked, and only its own run is costed. None: every party and the dealer."""
+    checked, and only its own run is costed. None: every party and the dealer.
+    clients: the plan's non-computing parties (runtime/clients.py), which are not costed."""
     pol = policy if policy is not None else DEFAULT
     graph: Graph = getattr(plan, "graph", plan)
     if constants is None:
@@ -78,7 +79,8 @@ def admit(plan, policy: Policy | None = None, *, party=None, constants=None, inp
             fixed.DEFAULT_FRAC_BITS
     label = f"policy {pol.name!r}"
     pol.check(graph)  # structure first: it is cheap and bounds the cost run
-    names = list(graph.parties)
+    clients = tuple(clients or ())
+    names = list(graph.parties)[:len(graph.parties) - len(clients)]
     if party is None:
         want = None
     elif party == "dealer":
@@ -87,7 +89,7 @@ def admit(plan, policy: Policy | None = None, *, party=None, constants=None, inp
         want = [party]
     try:
         b = _bounds.compute(graph, constants=constants, inputs=inputs, parties=want, merge=merge, lazy=lazy,
-                            frac=frac)
+                            frac=frac, clients=clients)
     except _bounds.BoundsError as e:
         raise AdmissionError([Violation(e.node, e.problem, "make the plan smaller")], label) from None
     out = []

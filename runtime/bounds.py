@@ -64,6 +64,7 @@ from planc.ir.graph import Graph, Node
 
 from . import fixed
 from . import protocols  # noqa: F401  (registers every protocol)
+from .clients import for_computing
 from .comm.base import nbytes
 from .dtypes import TORCH_DTYPE
 from .errors import DataError, PlanRuntimeError
@@ -71,6 +72,7 @@ from .interpreter import Interpreter, outer_reads
 from .material import _descr
 from .party import Party
 from .protocols.core import ABSENT, Ex, Shared, local, merge, split
+
 from .ranges import integral_names
 
 SMALL = 1 << 12  # public values up to this many elements stay real in the cost run
@@ -543,8 +545,8 @@ def _ex_bytes(ex: Ex):
 class _CostInterpreter(Interpreter):
     """The party's interpreter with every value shape-only (module docstring)."""
 
-    def __init__(self, graph, party, *, constants, inputs, merge, meter, material, tally):
-        super().__init__(graph, party, constants=constants, inputs=inputs, merge=merge)
+    def __init__(self, graph, party, *, constants, inputs, merge, meter, material, tally, from_clients=None):
+        super().__init__(graph, party, constants=constants, inputs=inputs, merge=merge, from_clients=from_clients)
         self.meter, self.mat, self.tally = meter, material, tally
         self.top = {id(n) for n in graph.nodes}
         self.figures: dict[int, NodeFigures] = {}
@@ -654,7 +656,9 @@ class _CostInterpreter(Interpreter):
         try:
             args = [env[v.name] for v in node.operands]
             d = ops.get(node.op)
-            if node.op == "loop":
+            if self.from_clients and node.results and node.results[0].name in self.from_clients:
+                gen = local(self.client_share(node))  # a client's value: its share arrived before the run
+            elif node.op == "loop":
                 gen = self.loop(node, args, env)
             elif d.source:
                 gen = self._under(node, True, lambda: local(self.source(node)))
@@ -708,6 +712,8 @@ class _CostInterpreter(Interpreter):
         spec = [(t.shape, dtype)]
         dests = [j for j in range(self.P.nparties) if j != owner] if to == -1 else [to]
         P = self.P
+        if P.is_client(to):
+            return ABSENT  # its owner sends it to the client, outside the parties' mesh
         if P.rank == owner:
             v = torch.empty(t.shape, dtype=dtype, device="meta")
             yield Ex({d: [v] for d in dests}, {})
@@ -909,20 +915,21 @@ class _Run:
 
 
 def run_cost(graph: Graph, constants=None, rank: int = 0, *, merge: bool = True, inputs=None, lazy: bool = True,
-             frac: int = fixed.DEFAULT_FRAC_BITS, integral=None) -> _Run:
-    """Party `rank`'s protocols on shape-only values, counted (module docstring)."""
+             frac: int = fixed.DEFAULT_FRAC_BITS, integral=None, clients=(), from_clients=None) -> _Run:
+    """Party `rank`'s protocols on shape-only values, counted (module docstring).
+    clients: the plan's non-computing parties (its last ones), which take no part."""
     constants = constants or {}
     _precheck(graph)
-    n = len(graph.parties)
+    n = len(graph.parties) - len(clients)
     meter = _Meter()
     mat = _CountingMaterial(n, meter)
     tally = _Tally()
     if integral is None:
         integral = integral_names(graph, constants)
     P = Party(rank=rank, nparties=n, names=list(graph.parties), material=mat, meta=True, frac=frac,
-              integral_names=integral, lazy=lazy)
+              integral_names=integral, lazy=lazy, clients=tuple(range(n, len(graph.parties))))
     interp = _CostInterpreter(graph, P, constants=constants, inputs=list(inputs or ()), merge=merge, meter=meter,
-                              material=mat, tally=tally)
+                              material=mat, tally=tally, from_clients=from_clients)
 
     def exchange(ex):
         busy, sent, recv = _ex_bytes(ex)
@@ -1014,7 +1021,7 @@ _cache_lock = threading.Lock()
 
 
 def compute(plan, *, constants=None, inputs=None, parties=None, merge: bool = True, lazy: bool = True,
-            frac: int | None = None) -> Bounds:
+            frac: int | None = None, clients=()) -> Bounds:
     """Bounds of running `plan` (a Plan or Graph): every party's (or those named in
     `parties`: names or ranks; "dealer" for the dealer alone) and the dealer's. Cached
     per plan object, so a session's admission check costs the plan once."""
@@ -1025,18 +1032,20 @@ def compute(plan, *, constants=None, inputs=None, parties=None, merge: bool = Tr
         meta = getattr(plan, "meta", None)
         frac = int(meta.get("frac_bits", fixed.DEFAULT_FRAC_BITS)) if isinstance(meta, dict) else \
             fixed.DEFAULT_FRAC_BITS
-    names = list(graph.parties)
+    clients = tuple(clients or ())
+    names = list(graph.parties)[:len(graph.parties) - len(clients)]  # the computing parties
     want = _ranks(names, parties)
-    key = (id(graph), id(constants) if constants else 0, merge, lazy, frac, _inputs_key(inputs))
+    key = (id(graph), id(constants) if constants else 0, merge, lazy, frac, _inputs_key(inputs), clients)
     with _cache_lock:
         for k, g, c, b in _CACHE:
             if k == key and g is graph and (c is constants or not (c or constants)) and \
                     all(names[r] in b.party for r in want):
                 return b
     integral = integral_names(graph, constants)
-    runs = {r: run_cost(graph, constants, r, merge=merge, inputs=inputs, lazy=lazy, frac=frac, integral=integral)
-            for r in want}
-    b = _assemble(graph, constants, runs, merge, lazy)
+    view, from_clients = for_computing(graph, clients)  # client values as the parties hold them: shares
+    runs = {r: run_cost(view, constants, r, merge=merge, inputs=inputs, lazy=lazy, frac=frac, integral=integral,
+                        clients=clients, from_clients=from_clients) for r in want}
+    b = _assemble(view, constants, runs, merge, lazy, names)
     with _cache_lock:
         _CACHE[:] = [e for e in _CACHE if e[0] != key][-(_CACHE_SIZE - 1):] + [(key, graph, constants, b)]
     return b
@@ -1068,8 +1077,7 @@ def _ranks(names, parties) -> list[int]:
     return out
 
 
-def _assemble(graph, constants, runs: dict, merge, lazy) -> Bounds:
-    names = list(graph.parties)
+def _assemble(graph, constants, runs: dict, merge, lazy, names) -> Bounds:
     n = len(names)
     party = {names[r]: _party_bounds(names[r], graph, constants, run, r == n - 1) for r, run in runs.items()}
     first = runs[min(runs)]

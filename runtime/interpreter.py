@@ -57,9 +57,14 @@ def _shape_protocol(rule):
 
 
 class Interpreter:
-    def __init__(self, graph: Graph, party: Party, *, data=None, constants=None, inputs=(), merge: bool = True):
+    def __init__(self, graph: Graph, party: Party, *, data=None, constants=None, inputs=(), merge: bool = True,
+                 client_shares=None, from_clients=None):
         self.g = graph
         self.P = party
+        # clients' values that the computing parties use ({value name: client index};
+        # runtime/clients.py) and this party's shares of them
+        self.from_clients = from_clients or {}
+        self.client_shares = client_shares or {}
         self.data = data or {}
         self.constants = constants or {}
         self.inputs = list(inputs)
@@ -179,6 +184,8 @@ class Interpreter:
     def start(self, node: Node, env: dict):
         """A generator for one node (protocols), or one that returns at once (local ops)."""
         try:
+            if self.from_clients and node.results and node.results[0].name in self.from_clients:
+                return _now(self.client_share(node))
             args = [env[v.name] for v in node.operands]
             d = ops.get(node.op)
             if node.op == "loop":
@@ -204,6 +211,22 @@ class Interpreter:
             raise
         except Exception as e:
             raise self.error(node, e) from e
+
+    def client_share(self, node: Node) -> Shared:
+        """A client's value, as this party's share of it (the client made the shares and
+        sent them before the run: runtime/clients.py); shape-only at the dealer."""
+        t = node.result.type
+        if self.P.meta:
+            return Shared(self.P.empty(t.shape))
+        x = self.client_shares.get(node.result.name)
+        who = self.g.parties[self.from_clients[node.result.name]]
+        if x is None:
+            raise DataError(node, self.P.name, f"client {who} sent no share of %{node.result.name}", graph=self.g)
+        if not isinstance(x, torch.Tensor) or x.dtype != torch.int64 or tuple(x.shape) != tuple(t.shape):
+            got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise DataError(node, self.P.name, f"client {who}'s share of %{node.result.name} is {got}, not int64 "
+                                               f"{tuple(t.shape)}", graph=self.g)
+        return Shared(x)
 
     def _settled(self, proto, node, args):
         """Truncate pending bits of secret operands, then run the protocol."""

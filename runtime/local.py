@@ -18,6 +18,7 @@ from . import fixed
 from .admission import admit
 from .comm.base import DEFAULT_TIMEOUT
 from .comm.inproc import Network
+from .clients import ClientRun, ncompute
 from .errors import PlanRuntimeError, raise_first  # noqa: F401  (raise_first: was defined here)
 from .session import held, run_dealer, run_party
 
@@ -61,7 +62,7 @@ class LocalResult:
 
 def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: float = DEFAULT_TIMEOUT,
               merge: bool = True, frac: int | None = None, progress=None, policy=None,
-              lazy: bool = True) -> LocalResult:
+              lazy: bool = True, clients=()) -> LocalResult:
     """Run `plan` (a Plan or Graph) with every party on this machine.
 
     data: {party name: {tag: tensor}} — each party gets only its own entry.
@@ -69,6 +70,9 @@ def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: f
     policy: a planc.ir.policy.Policy (default: the default policy, with its resource
     limits); a plan that breaks it or needs more than its limits is refused (PolicyError,
     runtime/admission.py) before anything runs.
+    clients: plan parties (the last ones) that do not compute: each secret-shares its
+    values to the computing parties and alone reconstructs what is revealed to it
+    (runtime/clients.py); their outputs are in the result like every party's.
     merge / lazy: False turns off round merging / pending truncations (for comparisons).
     """
     graph = getattr(plan, "graph", plan)
@@ -83,8 +87,14 @@ def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: f
                                            f"{', '.join(graph.parties)}")
     if len(graph.parties) < 2:
         raise PlanRuntimeError(None, None, "a secret-shared run needs at least 2 parties")
+    clients = list(clients or ())
+    ncompute(graph, clients)
     # admission (runtime/admission.py): the policy's rules and resource limits, every party and the dealer
-    admit(graph, policy, constants=constants, inputs=inputs, merge=merge, lazy=lazy, frac=frac)
+    admit(graph, policy, constants=constants, inputs=inputs, merge=merge, lazy=lazy, frac=frac, clients=clients)
+    if clients:
+        return _with_clients(graph, constants, data, inputs, clients, frac, lambda shares, kept: _run_threads(
+            graph, constants, data, inputs, timeout, merge, frac, progress, lazy, policy, clients, shares, kept),
+            processes)
     if processes:
         from .procs import run_processes
 
@@ -96,10 +106,32 @@ def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: f
     return _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress, lazy, policy)
 
 
+def _with_clients(graph, constants, data, inputs, clients, frac, run, processes) -> LocalResult:
+    """Play each client around a run of the computing parties: its shares before, its
+    reconstruction after (runtime/clients.py)."""
+    if processes:
+        raise PlanRuntimeError(None, clients[0], "clients run with threads here (processes=False); on several "
+                                                 "machines, workers serve them (planc.Cluster)")
+    n = ncompute(graph, clients)
+    plays = {c: ClientRun(graph, c, clients, data=data.get(c, {}), constants=constants, inputs=inputs, frac=frac)
+             for c in clients}
+    shares = [{} for _ in range(n)]
+    for c, play in plays.items():
+        for i, got in enumerate(play.shares()):
+            shares[i].update(got)
+    kept = [{} for _ in range(n)]
+    res = run(shares, kept)
+    for c, play in plays.items():
+        res.outputs[c] = play.finish([k.get(c, {}) for k in kept])
+    res.parties = list(graph.parties)
+    return res
+
+
 def _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress=None, lazy=True,
-                 policy=None) -> LocalResult:  # policy: each party and the dealer admit the plan under it
-    names = list(graph.parties) + ["dealer"]
-    n = len(graph.parties)
+                 policy=None, clients=(), client_shares=None, kept=None) -> LocalResult:
+    # policy: each party and the dealer admit the plan under it; clients: see _with_clients
+    n = len(graph.parties) - len(clients)
+    names = list(graph.parties)[:n] + ["dealer"]
     net = Network(names)
     comms = [net.comm(r, timeout) for r in range(n + 1)]
     results: dict = {}
@@ -118,7 +150,9 @@ def _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress=
         try:
             results[r] = run_party(graph, comms[r], data=data.get(names[r], {}), constants=constants,
                                    inputs=inputs, frac=frac, merge=merge, tick=tick if r == 0 else None, lazy=lazy,
-                                   policy=policy)
+                                   policy=policy, clients=clients,
+                                   client_shares=client_shares[r] if client_shares else None,
+                                   reveals_out=kept[r] if kept is not None else None)
         except BaseException as e:  # noqa: BLE001 — every failure must reach the caller
             errors[r] = e
             net.fail(r, e)
@@ -126,7 +160,7 @@ def _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress=
     def dealer():
         try:
             results[n] = run_dealer(graph, comms[n], constants=constants, inputs=inputs, frac=frac, merge=merge,
-                                    lazy=lazy, policy=policy)
+                                    lazy=lazy, policy=policy, clients=clients)
         except BaseException as e:  # noqa: BLE001
             errors[n] = e
             net.fail(n, e)
@@ -145,7 +179,7 @@ def _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress=
     outputs = {names[r]: [held(o) for o in results[r][0]] for r in range(n)}
     stats = {names[r]: {**comms[r].stats.as_dict(), **results[r][1]} for r in range(n)}
     stats["dealer"] = {**comms[n].stats.as_dict(), **results[n]}
-    return LocalResult(outputs, stats, wall, list(graph.parties))
+    return LocalResult(outputs, stats, wall, names[:n])
 
 
 # ---- process-wide settings while parties run as threads -----------------------------------------

@@ -5,6 +5,12 @@ additive share in Z_2^64 (int64), encoded with ``frac`` fractional bits whatever
 dtype (a comparison's bit b is b * 2^f). Values a party does not hold (another party's
 private data) are ``ABSENT``.
 
+Non-computing plan parties (*clients*, listed last in the plan, so their indices are
+``nparties`` and up) take no part in the protocols: a value a client owns and the
+computing parties use arrives as this party's share of it (``client_shares``, made by
+the client: runtime/clients.py), and a value revealed to a client is kept, as this
+party's share, in ``for_clients`` for the client to collect and add up.
+
 The dealer runs the same code with ``meta=True``: secret and private values are shape-
 only meta tensors, public values are real, and material requests go to the dealer's
 generator instead of being regenerated from seeds.
@@ -33,7 +39,18 @@ class Party:
     comm: object = None
     integral_names: frozenset = frozenset()  # public values known (statically) to be small whole numbers
     lazy: bool = True  # leave truncations pending until a value needs the standard scale
+    clients: tuple = ()  # plan party indices of the non-computing parties (all >= nparties)
+    for_clients: dict = field(default_factory=dict)  # client index -> {value name: what it gets}
     _przs: int = 0
+
+    def is_client(self, k) -> bool:
+        return k is not None and k >= self.nparties
+
+    def keep_for_client(self, k: int, name: str, entry: dict):
+        """Hold `entry` (this party's share of a value revealed to client k, or the value
+        itself when it was public or this party's own) until the client collects it."""
+        if not self.meta:
+            self.for_clients.setdefault(k, {})[name] = entry
 
     def integral(self, value) -> bool:
         """Decided from the plan alone, never from run-time values: the dealer must make

@@ -18,6 +18,8 @@ from planc.ir.graph import Graph
 from . import fixed, prg
 from . import protocols  # noqa: F401  (registers every protocol)
 from .admission import admit
+from .clients import for_computing, ncompute
+from .errors import PlanRuntimeError
 from .ranges import integral_names  # noqa: F401  (moved to ranges.py, where the cost model finds it too)
 from .interpreter import Interpreter
 from .material import DealerMaterial, PartyMaterial
@@ -34,6 +36,15 @@ def held(output):
     return output
 
 
+def _check_ranks(graph, comm, clients):
+    """The communicator's ranks are the plan's computing parties, in order, and the dealer."""
+    n = ncompute(graph, clients)
+    if list(comm.names[:-1]) != list(graph.parties[:n]) or comm.nparties != n:
+        raise PlanRuntimeError(None, comm.names[comm.rank] if comm.rank < len(comm.names) else None,
+                               f"the run's ranks are {', '.join(comm.names)}, but the plan's computing parties "
+                               f"are {', '.join(graph.parties[:n])} (then the dealer)")
+
+
 def warm_up():
     """The first op on meta tensors imports part of torch (about a second, once per
     process): do it during setup, not in the middle of the online phase."""
@@ -41,14 +52,20 @@ def warm_up():
 
 
 def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS,
-              merge=True, tick=None, policy=None, lazy=True):
+              merge=True, tick=None, policy=None, lazy=True, clients=(), client_shares=None, reveals_out=None):
     """Run `graph` as party `comm.rank`; returns (outputs, timings). The party admits the
     plan first (runtime/admission.py: `policy`, default the default policy): it refuses a
     plan that breaks the policy or needs more than its limits, and checks its inputs'
-    ranges."""
+    ranges.
+
+    clients: the plan's non-computing parties (runtime/clients.py); client_shares: this
+    party's shares of their values {value name: int64 tensor}; reveals_out: a dict filled
+    with what this party keeps for each client {client name: {value name: entry}}."""
+    _check_ranks(graph, comm, clients)
     # admission: the policy's rules, this party's resource bounds, the input ranges
     admitted = admit(graph, policy, party=comm.rank, constants=constants or {}, inputs=inputs, merge=merge,
-                     lazy=lazy, frac=frac)
+                     lazy=lazy, frac=frac, clients=clients)
+    graph, from_clients = for_computing(graph, clients)  # the plan as the computing parties hold it
     n = comm.nparties
     rank = comm.rank
     c0 = time.thread_time()
@@ -72,23 +89,30 @@ def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=
     t1 = time.perf_counter()
     P = Party(rank=rank, nparties=n, names=comm.names[:n], material=PartyMaterial(rank, n, seed, corrections,
               descriptors), frac=frac, pair_seeds=pair, comm=comm,
-              integral_names=integral_names(graph, constants or {}), lazy=lazy)
-    interp = Interpreter(graph, P, data=data, constants=constants, inputs=inputs, merge=merge)
+              integral_names=integral_names(graph, constants or {}), lazy=lazy,
+              clients=tuple(range(n, len(graph.parties))))
+    interp = Interpreter(graph, P, data=data, constants=constants, inputs=inputs, merge=merge,
+                         client_shares=client_shares, from_clients=from_clients)
     interp.input_limits = admitted.input_limits  # admission: loads and inputs checked against them
     interp.tick = tick
     interp.check = comm.check  # a peer's failure or the deadline stops this party between nodes
     outs = interp.run(lambda ex: comm.exchange(ex.sends, ex.recvs))
     P.material.finish()
+    if reveals_out is not None:
+        reveals_out.update({graph.parties[k]: kept for k, kept in P.for_clients.items()})
     t2 = time.perf_counter()
     return outs, {"setup_s": t1 - t0, "online_s": t2 - t1, "cpu_s": time.thread_time() - c0}
 
 
 def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS, merge=True,
-               lazy=True, policy=None):
+               lazy=True, policy=None, clients=()):
     """Make and send the material of `graph`; the dealer admits the plan first (its own
-    memory and the material's size, under `policy`: default the default policy)."""
+    memory and the material's size, under `policy`: default the default policy).
+    clients: the plan's non-computing parties, for which the dealer makes nothing."""
+    _check_ranks(graph, comm, clients)
     admitted = admit(graph, policy, party="dealer", constants=constants or {}, inputs=inputs, merge=merge,
-                     lazy=lazy, frac=frac)  # admission
+                     lazy=lazy, frac=frac, clients=clients)  # admission
+    graph, from_clients = for_computing(graph, clients)
     n = comm.nparties
     c0 = time.thread_time()
     t0 = time.perf_counter()
@@ -98,8 +122,9 @@ def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFA
         comm.send_bytes(k, str(seeds[k]).encode())
     material = DealerMaterial(n, seeds, check=comm.check)  # stops making material once a party failed
     P = Party(rank=0, nparties=n, names=comm.names[:n], material=material, frac=frac, meta=True,
-              integral_names=integral_names(graph, constants or {}), lazy=lazy)
-    interp = Interpreter(graph, P, constants=constants, inputs=inputs, merge=merge)
+              integral_names=integral_names(graph, constants or {}), lazy=lazy,
+              clients=tuple(range(n, len(graph.parties))))
+    interp = Interpreter(graph, P, constants=constants, inputs=inputs, merge=merge, from_clients=from_clients)
     interp.input_limits = admitted.input_limits  # admission
     interp.check = comm.check
 
