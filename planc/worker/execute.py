@@ -56,6 +56,11 @@ def release(run):
                 obj.close()
             except Exception:  # noqa: BLE001 — releasing must not fail
                 pass
+            if what == "comm":  # _watch's wrappers refer to the comm: break the cycle, free its sockets now
+                for k in ("check", "_check_peers"):
+                    vars(obj).pop(k, None)
+                if hasattr(obj, "store"):
+                    obj.store = None
             setattr(run, what, None)
     run.store = None
 
