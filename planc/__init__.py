@@ -59,6 +59,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "save_data": ("planc.weights", "save_data"),
     "load_data": ("planc.weights", "load_data"),
     "datasets": ("planc.datasets", None),
+    "Cluster": ("planc.cluster", "Cluster"),
+    "ClusterError": ("planc.cluster", "ClusterError"),
 }
 
 __all__ = list(_LAZY)
@@ -75,6 +77,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below d
     from planc.ir.plan import PlanFormatError
     from planc.compile import compile
     from planc.ir.policy import Policy, PolicyError
+    from planc.cluster import Cluster, ClusterError
     from . import weights, datasets
     read_plan = Plan.read
 

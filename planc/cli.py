@@ -437,7 +437,7 @@ def cmd_run(a):
     plan = _read_plan(a.plan)
     g = plan.graph
     policy = _policy(a.policy, plan) if a.policy else None
-    data = parse_data_args(a.data, g.parties)
+    data = parse_data_args(a.data, g.parties) if not a.cluster else {}  # --cluster: this client's TAG=FILE
     inputs = []
     for path in a.input or ():
         try:
@@ -449,7 +449,11 @@ def cmd_run(a):
         inputs.append(next(iter(ts.values())))
     con = _console()
     torch.set_printoptions(precision=4, threshold=20, edgeitems=3)
-    if a.reference:
+    if a.cluster:
+        from .cli_cluster import run_on_cluster
+
+        saved = run_on_cluster(a, plan, inputs, con)
+    elif a.reference:
         from planc.runtime.reference import run_reference
 
         outs = run_reference(g, data=data, constants=plan.constants, inputs=inputs)
@@ -705,6 +709,8 @@ def build_parser():
     p.add_argument("--data", action="append", metavar="PARTY:TAG=FILE",
                    help="a party's tensor (.safetensors/.npy); PARTY=FILE.safetensors loads every tensor by name")
     p.add_argument("--input", action="append", metavar="FILE", help="public inputs in order")
+    p.add_argument("--cluster", metavar="CLUSTER.toml", help="run on the cluster's workers (planc worker daemons); "
+                                                               "--data then gives this client's own TAG=FILE")
     p.add_argument("-o", "--output", help=f"write the outputs to a safetensors file; {OUT_HELP}")
     p.set_defaults(parser=p, fn=cmd_run)
 
@@ -727,6 +733,10 @@ def build_parser():
     p.add_argument("name", nargs="?", help="one op: signature, traits, torch sources, protocol, cost, bound, rules")
     p.add_argument("--torch", action="store_true", help="list supported torch functions, methods and nn modules")
     p.set_defaults(parser=p, fn=cmd_ops)
+
+    from .cli_cluster import add_commands  # worker, dealer, certs, search, cluster
+
+    add_commands(sub)
     return ap
 
 
@@ -748,9 +758,9 @@ def parse_args(argv=None):
 def check_usage(a):
     """Flags that exclude each other: argparse's usage error (exit 2)."""
     if a.cmd == "run":
-        if a.reference == a.local:
+        if a.reference + a.local + bool(a.cluster) != 1:
             a.parser.error("choose one: --local runs every party on this machine over secret shares, "
-                           "--reference runs the plan in plaintext")
+                           "--cluster FILE on a cluster's workers, --reference runs the plan in plaintext")
         if a.processes and not a.local:
             a.parser.error("--processes runs the parties of --local in processes; it needs --local")
     if a.cmd == "ops" and a.name and a.torch:
@@ -766,7 +776,8 @@ def check_arguments(a):
     elif hasattr(a, "plan"):
         _need_file(a.plan)
     for item in getattr(a, "data", None) or ():
-        _need_data_file(_split_data(item)[2], f"--data {item!r}")
+        _need_data_file(item.partition("=")[2] if getattr(a, "cluster", None) else _split_data(item)[2],
+                        f"--data {item!r}")
     for path in getattr(a, "input", None) or ():
         _need_data_file(path, "--input")
     if getattr(a, "policy", None):
@@ -789,11 +800,15 @@ def main(argv=None) -> int:
     from planc.ir.verify import VerifyError
     from planc.runtime.errors import PlanRuntimeError
 
+    from planc.cluster import ClusterError
+
     a = parse_args(argv)
+    if getattr(a, "daemon", False):  # planc worker / dealer: their own errors and exit codes
+        return a.fn(a)
     try:
         check_arguments(a)
         return a.fn(a)
-    except (CliError, TraceError, PlanFormatError, VerifyError, PlanRuntimeError, PolicyError) as e:
+    except (CliError, TraceError, PlanFormatError, VerifyError, PlanRuntimeError, PolicyError, ClusterError) as e:
         if _debug():
             raise
         print(f"planc {a.cmd}: error: {e}", file=sys.stderr)
