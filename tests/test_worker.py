@@ -503,6 +503,52 @@ def test_runs_in_a_row_leak_no_threads_or_ports(daemons, conns):
     assert fds() <= f0 + 2 and threads() <= t0 + 2, (f0, fds(), t0, threads())
 
 
+# ---- a client: inputs shared in, reveals to it alone ------------------------------------------
+
+@planc.plan(parties=["carol", "bob", "orch"])
+def client_query():
+    x = planc.load("x", owner="orch", shape=(3,))
+    w = planc.load("va", owner="carol", shape=(3,))
+    v = planc.load("vb", owner="bob", shape=(3,))
+    y = (x * 2.0) * w + v
+    return planc.reveal(y, to="orch"), planc.reveal(y.sum(), to="all")
+
+
+@planc.plan(parties=["alice", "bob", "orch"])
+def client_query_at_alice():
+    x = planc.load("x", owner="orch", shape=(3,))
+    w = planc.load("va", owner="alice", shape=(3,))
+    return planc.reveal(x * w, to="orch")
+
+
+def test_a_client_shares_inputs_in_and_alone_receives_its_reveals(dep, daemons, conns):
+    from planc.runtime.clients import ClientRun
+
+    plan = client_query.plan
+    x = torch.tensor([0.5, -1.0, 2.0])
+    me = ClientRun(plan.graph, "orch", ["orch"], data={"x": x})
+    shares = me.shares()
+    with as_(dep, daemons, "boss", "carol") as boss:  # carol asks for approval: approve this plan once
+        assert boss.post("/v1/approve", json={"plan_hash": plan.sha256(), "limit": 1}).status_code == 200
+    out = wk.run_plan(plan.to_bytes(), "cl1", {"carol": daemons["carol"], "bob": daemons["bob"]}, daemons["dealer"],
+                      conns, clients={"orch": "orch"}, client_shares={"carol": shares[0], "bob": shares[1]})
+    for p, d in out.items():
+        assert d["state"] == "done", (p, d["error"])
+    assert [o["kind"] for o in out["bob"]["outputs"]] == ["none", "public"]
+    kept = [wk.collect_reveals(conns["carol"], "cl1"), wk.collect_reveals(conns["bob"], "cl1")]
+    got = me.finish(kept)
+    want = planc.run_reference(plan, data={"orch": {"x": x}, "carol": {"va": VA}, "bob": {"vb": VB}})
+    assert torch.allclose(got[0], want[0], atol=1e-3) and torch.allclose(got[1], want[1], atol=1e-3)
+    err(conns["bob"].get("/v1/runs/cl1/reveals"), 410, "reveals")  # delivered once
+    with as_(dep, daemons, "boss", "carol") as boss:
+        err(boss.get("/v1/runs/cl1/reveals"), 403, "identity")  # an admin is no client of the run
+    # alice's policy reveals only to all and alice: a reveal to the client is refused, with its line
+    body = wk.submission(client_query_at_alice.plan.to_bytes(), "cl2", "alice", {"alice": "alice", "bob": "bob"},
+                         "dealer", clients={"orch": "orch"})
+    e = err(conns["alice"].post("/v1/runs", json=body), 403, "reveal")
+    assert "reveal to orch" in e["message"] and e["where"].startswith(HERE)
+
+
 # ---- configuration errors and shutdown ---------------------------------------------------------
 
 def _serve(cfg, timeout=60):

@@ -241,16 +241,19 @@ def submission(plan_bytes: bytes, run_id: str, party: str, parties: dict, dealer
 
 
 def run_plan(plan_bytes: bytes, run_id: str, workers: dict, dealer, conns: dict, *, timeout: float = 60.0,
-             wait: float = 120.0, inputs=None) -> dict:
+             wait: float = 120.0, inputs=None, clients=None, client_shares=None) -> dict:
     """Run a plan on daemons: `workers` {plan party: Daemon}, `dealer` a Daemon, `conns`
-    {daemon name: httpx.Client of the submitter}. Returns {party or "dealer": final run JSON}."""
+    {daemon name: httpx.Client of the submitter}; `clients` {client plan party: identity},
+    `client_shares` {plan party: {value name: int64 share}}. Returns {party or "dealer":
+    final run JSON}."""
     parties = {p: d.name for p, d in workers.items()}
     order = list(workers) + ["dealer"]
     daemons = {**workers, "dealer": dealer}
     ports = {}
     for p in order:
-        r = conns[daemons[p].name].post("/v1/runs", json=submission(plan_bytes, run_id, p, parties, dealer.name,
-                                                                      timeout=timeout, inputs=inputs))
+        body = submission(plan_bytes, run_id, p, parties, dealer.name, timeout=timeout, inputs=inputs,
+                          clients=clients, client_shares=(client_shares or {}).get(p))
+        r = conns[daemons[p].name].post("/v1/runs", json=body)
         assert r.status_code == 201, (p, r.status_code, r.text)
         assert r.json()["state"] == "accepted", r.json()
         ports[p] = r.json()["data_port"]
@@ -270,4 +273,19 @@ def run_plan(plan_bytes: bytes, run_id: str, workers: dict, dealer, conns: dict,
                 out[p] = d
                 break
             assert time.monotonic() < end, f"{p}: run {run_id} still {d['state']} after {wait} s"
+    return out
+
+
+def collect_reveals(conn: httpx.Client, run_id: str) -> dict:
+    """What one computing party kept for the calling client: {value name: entry} in the
+    form runtime.clients.ClientRun.finish takes ({"share", "extra", "dtype"} or {"plain", "dtype"})."""
+    r = conn.get(f"/v1/runs/{run_id}/reveals")
+    assert r.status_code == 200, (r.status_code, r.text)
+    header, ts = read_message(r.content)
+    out = {}
+    for name, h in header.items():
+        if h["kind"] == "plain":
+            out[name] = {"plain": ts[name], "dtype": h["dtype"]}
+        else:
+            out[name] = {"share": ts[name], "extra": h["extra"], "dtype": h["dtype"]}
     return out

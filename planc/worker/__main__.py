@@ -3,4 +3,6 @@ import sys
 
 from .cli import entry
 
-sys.exit(entry())
+# guarded: importing every module (the wheel check does) must not start a daemon
+if __name__ == "__main__":
+    sys.exit(entry())

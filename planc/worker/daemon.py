@@ -170,8 +170,13 @@ class Daemon:
         for party, values in got.items():
             for name, v in values.items():
                 key = name if len(mine) == 1 else f"{party}/{name}"
-                header[key] = {"extra": int(v.get("extra", 0)), "dtype": v.get("dtype"), "party": party}
-                ts[key] = v["share"]
+                if "plain" in v:  # a value private to this party, revealed to the client: sent as it is
+                    header[key] = {"kind": "plain", "dtype": v.get("dtype"), "party": party}
+                    ts[key] = v["plain"]
+                else:
+                    header[key] = {"kind": "share", "extra": int(v.get("extra", 0)), "dtype": v.get("dtype"),
+                                   "party": party}
+                    ts[key] = v["share"]
         self.log.event("reveals", run_id=run_id, plan_hash=run.plan_hash, client=who, values=sorted(header))
         return header, ts
 
