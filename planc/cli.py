@@ -484,7 +484,8 @@ def _run_local_with_progress(plan, data, inputs, a, con, policy=None):
     from planc.runtime.local import run_local
 
     if a.processes or not sys.stderr.isatty():
-        return run_local(plan, data, inputs=inputs, processes=a.processes, timeout=a.timeout, policy=policy)
+        return run_local(plan, data, inputs=inputs, processes=a.processes, timeout=a.timeout, policy=policy,
+                         transport=a.transport if a.processes else None)
     with Progress(TextColumn("running {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} nodes"),
                   TimeElapsedColumn(), transient=True) as bar:
         task = bar.add_task(plan.graph.name, total=None)
@@ -702,7 +703,9 @@ def build_parser():
     p = sub.add_parser("run", help="run a plan")
     p.add_argument("plan")
     p.add_argument("--local", action="store_true", help="every party (and the dealer) on this machine, over shares")
-    p.add_argument("--processes", action="store_true", help="with --local: one process per party (torch.distributed)")
+    p.add_argument("--processes", action="store_true", help="with --local: one process per party")
+    p.add_argument("--transport", choices=("tls", "gloo"), default="tls",
+                   help="with --processes: mutually authenticated TLS (default) or gloo (unencrypted, trusted hosts)")
     p.add_argument("--timeout", type=_seconds, default=60.0, help="seconds any party waits for a message")
     p.add_argument("--policy", help="refuse to run a plan that breaks this TOML policy")
     p.add_argument("--reference", action="store_true", help="plaintext reference runtime on this machine")
@@ -763,6 +766,8 @@ def check_usage(a):
                            "--cluster FILE on a cluster's workers, --reference runs the plan in plaintext")
         if a.processes and not a.local:
             a.parser.error("--processes runs the parties of --local in processes; it needs --local")
+        if a.transport != "tls" and not a.processes:
+            a.parser.error("--transport chooses how the processes of --local --processes talk; it needs --processes")
     if a.cmd == "ops" and a.name and a.torch:
         a.parser.error(f"give an op name or --torch, not both (`planc ops {a.name}` or `planc ops --torch`)")
 

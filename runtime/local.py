@@ -1,7 +1,8 @@
 """Run every party of a plan on this machine: the embedded local default.
 
 Threads (default) share one process and talk over in-process queues; processes talk over
-torch.distributed (gloo on 127.0.0.1). Either way each party sees only its own data and
+mutually authenticated TLS on 127.0.0.1 with certificates made for the run (or, chosen
+explicitly, torch.distributed's gloo, unencrypted). Either way each party sees only its own data and
 what it receives, and the dealer is a party of its own.
 """
 from __future__ import annotations
@@ -62,7 +63,7 @@ class LocalResult:
 
 def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: float = DEFAULT_TIMEOUT,
               merge: bool = True, frac: int | None = None, progress=None, policy=None,
-              lazy: bool = True, clients=()) -> LocalResult:
+              lazy: bool = True, clients=(), transport: str | None = None) -> LocalResult:
     """Run `plan` (a Plan or Graph) with every party on this machine.
 
     data: {party name: {tag: tensor}} — each party gets only its own entry.
@@ -73,6 +74,9 @@ def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: f
     clients: plan parties (the last ones) that do not compute: each secret-shares its
     values to the computing parties and alone reconstructs what is revealed to it
     (runtime/clients.py); their outputs are in the result like every party's.
+    transport: with processes=True, how the ranks talk: "tls" (default: mutually
+    authenticated TLS with certificates made for the run) or "gloo" (unencrypted, for
+    benchmarks and trusted hosts; chosen explicitly). Threads talk through in-process queues.
     merge / lazy: False turns off round merging / pending truncations (for comparisons).
     """
     graph = getattr(plan, "graph", plan)
@@ -81,6 +85,8 @@ def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: f
         frac = int(getattr(plan, "meta", {}).get("frac_bits", fixed.DEFAULT_FRAC_BITS)) if hasattr(plan, "meta") \
             else fixed.DEFAULT_FRAC_BITS
     data = data or {}
+    if transport is not None and not processes:
+        raise ValueError(f"transport={transport!r} is for processes=True (threads talk through in-process queues)")
     unknown = set(data) - set(graph.parties)
     if unknown:
         raise PlanRuntimeError(None, None, f"data for {', '.join(sorted(unknown))}, but the plan's parties are "
@@ -101,7 +107,7 @@ def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: f
         if not lazy:
             raise ValueError("lazy=False is for comparisons with threads")
         outputs, stats, wall = run_processes(graph, constants, data, inputs, timeout=timeout, merge=merge,
-                                             frac=frac)
+                                             frac=frac, transport=transport or "tls")
         return LocalResult(outputs, stats, wall, list(graph.parties))
     return _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress, lazy, policy)
 

@@ -1,4 +1,4 @@
-"""Every rank in a process of its own, talking over torch.distributed (gloo on TCP).
+"""Every rank in a process of its own, talking over TLS (default) or torch.distributed's gloo.
 
 `run_rank` is what one process does as one rank — a deployment runs it once per machine
 with the rendezvous at rank 0's address. `run_processes` runs all ranks of a plan on this
@@ -69,6 +69,14 @@ def run_rank(graph, constants, rank: int, addr: str, port: int, nparties: int, n
     if len(names) != nparties + 1:
         raise ValueError(f"{len(names)} names for {nparties} parties and the dealer")
     comm = DistComm(rank, names, timeout, addr=addr, port=port, host=host, bind=bind, prefix=prefix)
+    return run_on(comm, graph, constants, nparties, data, inputs, merge, frac)
+
+
+def run_on(comm, graph, constants, nparties: int, data=None, inputs=(), merge: bool = True,
+           frac: int = fixed.DEFAULT_FRAC_BITS):
+    """Act as `comm`'s rank (a party, or the dealer when rank == nparties) over a connected
+    communicator of any kind; returns (outputs, stats) as run_rank does, and closes it."""
+    rank = comm.rank
     try:
         if rank < nparties:
             outs, timings = run_party(graph, comm, data=data or {}, constants=constants, inputs=inputs,
@@ -84,7 +92,8 @@ def run_rank(graph, constants, rank: int, addr: str, port: int, nparties: int, n
         comm.fail(e)
         comm.close()
         raise
-    return outs, {**comm.stats.as_dict(), "connect_s": comm.connect_s, **timings}
+    wire = comm.wire_bytes() if hasattr(comm, "wire_bytes") else {}
+    return outs, {**comm.stats.as_dict(), "connect_s": comm.connect_s, **wire, **timings}
 
 
 # ---- messages between the parent and its ranks: JSON and safetensors, never pickle ------------
@@ -194,8 +203,13 @@ def _child(plan_bytes: bytes, job: bytes, rank: int, port: int, conn):
         data = {k[5:]: t for k, t in tensors.items() if k.startswith("data/")}
         inputs = [tensors[f"input/{i}"] for i in range(head["inputs"])]
         names = head["names"]
-        outs, stats = run_rank(graph, plan.constants, rank, "127.0.0.1", port, len(names) - 1, names, data, inputs,
-                               head["timeout"], head["merge"], head["frac"], host=False)
+        if head["transport"] == "tls":
+            comm = _tls_comm(rank, names, head["timeout"], port, head["tls"])
+            outs, stats = run_on(comm, graph, plan.constants, len(names) - 1, data, inputs, head["merge"],
+                                 head["frac"])
+        else:
+            outs, stats = run_rank(graph, plan.constants, rank, "127.0.0.1", port, len(names) - 1, names, data,
+                                   inputs, head["timeout"], head["merge"], head["frac"], host=False)
         conn.send_bytes(_outputs_message(outs, stats))
     except BaseException as e:  # noqa: BLE001 — every failure goes to the parent
         try:
@@ -208,7 +222,34 @@ def _child(plan_bytes: bytes, job: bytes, rank: int, port: int, conn):
         conn.close()
 
 
-def _job(names, own: dict, inputs, timeout, merge, frac) -> bytes:
+def _tls_comm(rank, names, timeout, port, tls: dict):
+    """This rank's TLS mesh on 127.0.0.1. Each rank listens on a free port and announces
+    it in the parent's store; the store carries addresses only — who is at a port is
+    proved by the certificate there (the run's throwaway CA), so a wrong entry can only
+    make the run fail, never join it."""
+    import datetime
+
+    import torch.distributed as dist
+
+    from .comm.tls import Identity, Listener, TLSComm
+
+    me = names[rank]
+    ident = Identity(tls[me]["cert"], tls[me]["key"], tls["ca"], name=me)
+    listener = Listener(ident, "127.0.0.1", 0)
+    try:
+        store = dist.TCPStore("127.0.0.1", port, len(names), False, datetime.timedelta(seconds=timeout))
+        store.set(f"{PREFIX}/tls/{rank}", str(listener.port))
+        others = [r for r in range(len(names)) if r != rank]
+        store.wait([f"{PREFIX}/tls/{r}" for r in others], datetime.timedelta(seconds=timeout))
+        peers = {r: ("127.0.0.1", int(store.get(f"{PREFIX}/tls/{r}")), names[r]) for r in others}
+        del store
+    except BaseException:
+        listener.close()
+        raise
+    return TLSComm(rank, names, timeout, identity=ident, listener=listener, peers=peers, run_id=tls["run_id"])
+
+
+def _job(names, own: dict, inputs, timeout, merge, frac, transport="gloo", tls=None) -> bytes:
     tensors = {}
     for tag, t in own.items():
         if not isinstance(t, torch.Tensor):
@@ -218,16 +259,44 @@ def _job(names, own: dict, inputs, timeout, merge, frac) -> bytes:
         tensors[f"input/{i}"] = torch.as_tensor(t)
     # one torch thread per rank: the ranks share this machine's cores
     head = {"names": names, "inputs": len(inputs), "timeout": timeout, "merge": merge, "frac": frac,
-            "torch_threads": 1}
+            "torch_threads": 1, "transport": transport, "tls": tls}
     return _message(head, tensors)
 
 
+TRANSPORTS = ("tls", "gloo")
+
+
 def run_processes(graph, constants, data, inputs, *, timeout: float = DEFAULT_TIMEOUT, merge: bool = True,
-                  frac: int = fixed.DEFAULT_FRAC_BITS):
+                  frac: int = fixed.DEFAULT_FRAC_BITS, transport: str = "tls"):
     """All ranks of `graph` as processes on this machine (see the module docstring).
+
+    transport: "tls" (default) — the ranks' links are mutually authenticated TLS with a
+    CA and certificates made for this run alone (comm/tls.py), as between machines;
+    "gloo" — torch.distributed's gloo over loopback TCP, unauthenticated and unencrypted:
+    for benchmarks and trusted hosts, chosen explicitly.
 
     Returns (outputs, stats, wall_s): outputs {party: [tensor | Shared | None]}, stats
     {party and "dealer": counters and timings}, as LocalResult has them."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport {transport!r}: expected one of {', '.join(TRANSPORTS)}")
+    with contextlib.ExitStack() as stack:
+        tls = None
+        if transport == "tls":
+            from .comm.tls import throwaway_identities
+
+            where = stack.enter_context(tempfile.TemporaryDirectory(prefix="planc-tls-"))  # 0700, removed after
+            ids = throwaway_identities(list(graph.parties) + ["dealer"], where)
+            tls = {n: {"cert": i.cert, "key": i.key} for n, i in ids.items()}
+            tls["ca"] = next(iter(ids.values())).ca
+            tls["run_id"] = os.urandom(8).hex()
+        return _run_processes(graph, constants, data, inputs, timeout, merge, frac, transport, tls)
+
+
+def _run_processes(graph, constants, data, inputs, timeout, merge, frac, transport, tls):
     import torch.multiprocessing as mp
 
     names = list(graph.parties) + ["dealer"]
@@ -241,7 +310,7 @@ def run_processes(graph, constants, data, inputs, *, timeout: float = DEFAULT_TI
     for r in range(n + 1):
         # each party gets its own data only; the dealer none
         own = dict(data.get(names[r], {})) if r < n else {}
-        job = _job(names, own, tuple(inputs), timeout, merge, frac)
+        job = _job(names, own, tuple(inputs), timeout, merge, frac, transport, tls)
         reader, writer = ctx.Pipe(duplex=False)
         conns.append(reader)
         writers.append(writer)
@@ -336,4 +405,4 @@ def run_processes(graph, constants, data, inputs, *, timeout: float = DEFAULT_TI
     return outputs, stats, wall
 
 
-__all__ = ["run_rank", "run_processes"]
+__all__ = ["run_rank", "run_on", "run_processes", "TRANSPORTS"]

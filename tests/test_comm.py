@@ -78,9 +78,14 @@ def _threads(case):
     return _THREAD_RUNS[case]
 
 
-@pytest.fixture(params=["threads", "processes"])
+@pytest.fixture(params=["threads", "processes", "processes-gloo"])
 def comm(request):
+    """threads (in-process queues), processes over TLS (the default), processes over gloo."""
     return request.param
+
+
+def _proc_kw(comm) -> dict:
+    return {"processes": comm != "threads", **({"transport": "gloo"} if comm == "processes-gloo" else {})}
 
 
 def _counters(stats):
@@ -90,7 +95,7 @@ def _counters(stats):
 @pytest.mark.parametrize("case", list(CASES))
 def test_protocols_match_reference_and_counters(comm, case):
     plan, data, seers = CASES[case]
-    res = _threads(case) if comm == "threads" else run_local(plan, data, processes=True, timeout=30)
+    res = _threads(case) if comm == "threads" else run_local(plan, data, timeout=30, **_proc_kw(comm))
     (want,) = planc.run_reference(plan, data=data)
     for p in plan.graph.parties:
         got = res.outputs[p][0]
@@ -102,15 +107,19 @@ def test_protocols_match_reference_and_counters(comm, case):
     assert set(res.stats) == set(plan.graph.parties) | {"dealer"}
     assert _counters(res.stats) == _counters(_threads(case).stats)
     assert all(res.stats[p]["rounds"] > 0 for p in plan.graph.parties)
-    if comm == "processes":
+    if comm != "threads":
         assert not multiprocessing.active_children()
+    if comm == "processes":  # TLS: what went on the wire is counted too, framing and handshakes included
+        for p in plan.graph.parties:
+            s = res.stats[p]
+            assert s["bytes_sent"] < s["wire_sent"] < s["bytes_sent"] * 1.05 + 20000, s
 
 
 def test_missing_data_names_party_and_tag(comm):
     plan, data, _ = CASES["private_product"]
     t0 = time.monotonic()
     with pytest.raises(PlanRuntimeError) as ei:
-        run_local(plan, {"alice": data["alice"], "bob": {}}, processes=comm == "processes", timeout=120)
+        run_local(plan, {"alice": data["alice"], "bob": {}}, timeout=120, **_proc_kw(comm))
     elapsed = time.monotonic() - t0
     msg = str(ei.value)
     assert ei.value.party == "bob" and "'b'" in msg and "load" in msg, msg

@@ -74,14 +74,14 @@ def _gone(pid: int) -> bool:
         return False
 
 
-def _kill_rank(victim: str, sig: int, after: float):
+def _kill_rank(victim: str, sig: int, after: float, transport: str = "tls"):
     """Run long_products in processes; `after` s once the ranks exist, send `sig` to `victim`.
     Returns (error, seconds from the kill to the error, the ranks' processes)."""
     out = {}
 
     def go():
         try:
-            run_local(long_products.plan, LONG_DATA, processes=True, timeout=TIMEOUT)
+            run_local(long_products.plan, LONG_DATA, processes=True, timeout=TIMEOUT, transport=transport)
             out["err"] = None
         except Exception as e:  # noqa: BLE001
             out["err"] = e
@@ -107,17 +107,18 @@ def _kill_rank(victim: str, sig: int, after: float):
     return out["err"], out["end"] - killed, ranks
 
 
-CASES = [("alice", signal.SIGKILL), ("bob", signal.SIGTERM), ("dealer", signal.SIGKILL)]
+CASES = [("alice", signal.SIGKILL, "tls"), ("bob", signal.SIGTERM, "tls"), ("dealer", signal.SIGKILL, "tls"),
+         ("bob", signal.SIGKILL, "gloo")]
 
 
-@pytest.mark.parametrize("victim,sig", CASES, ids=[v for v, _ in CASES])
-def test_a_killed_rank_is_named_with_its_signal_and_everyone_stops(victim, sig):
+@pytest.mark.parametrize("victim,sig,transport", CASES, ids=[f"{v}-{t}" for v, _, t in CASES])
+def test_a_killed_rank_is_named_with_its_signal_and_everyone_stops(victim, sig, transport):
     rng = random.Random(f"{SEED}/{victim}")
     after = rng.uniform(0.3, 4.0)  # starting up, the dealer's phase or online: any point
-    err, took, ranks = _kill_rank(victim, sig, after)
+    err, took, ranks = _kill_rank(victim, sig, after, transport)
     while err is None and after > 0.3:  # the victim had done its part (a fast machine's dealer): earlier
         after /= 3
-        err, took, ranks = _kill_rank(victim, sig, after)
+        err, took, ranks = _kill_rank(victim, sig, after, transport)
     where = f"{victim} killed by {sig.name} {after:.2f} s after the ranks started (PLANC_FAULT_SEED={SEED})"
     assert isinstance(err, PartyDied), (where, err)
     assert err.party == victim and err.signal == sig.name and err.exitcode == -sig, (where, err)

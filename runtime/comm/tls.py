@@ -230,6 +230,20 @@ def _raw_shutdown(s):
         pass
 
 
+def _tcp_bytes(s) -> tuple[int, int] | None:
+    """(bytes sent, bytes received) on a TCP socket as the kernel counts them: TLS records,
+    handshakes and all — what went on the wire above TCP (Linux's tcp_info; None elsewhere)."""
+    try:
+        info = socket.socket.getsockopt(s, socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    except (OSError, AttributeError):
+        return None
+    if len(info) < 208:
+        return None
+    (received,) = struct.unpack_from("<Q", info, 128)  # tcpi_bytes_received
+    (sent,) = struct.unpack_from("<Q", info, 200)  # tcpi_bytes_sent (retransmits included)
+    return sent, received
+
+
 def _recv_exact(s, n) -> bytearray:
     """Setup only (the socket has a timeout then)."""
     buf = bytearray(n)
@@ -389,6 +403,7 @@ class TLSComm(Comm):
         self._admitters: list[threading.Thread] = []
         self._stopping = False
         self._closed = self._failed = False
+        self._wire = (0, 0)
         self._acceptor = None
         t0 = time.perf_counter()
         deadline = time.monotonic() + self.timeout
@@ -578,6 +593,11 @@ class TLSComm(Comm):
             if c.lost is not None:
                 raise PeerFailed(f"party {c.name}: {c.lost}")
 
+    def wire_bytes(self) -> dict:
+        """After close(): bytes this rank's connections put on and took off the wire
+        (TLS framing and handshakes included), next to the payload counters in `stats`."""
+        return {"wire_sent": self._wire[0], "wire_recv": self._wire[1]}
+
     def fail(self, err: BaseException):
         self._failed = True
         body = f"{self.me}: {err}"[:_MAX_MESSAGE].encode()
@@ -611,6 +631,9 @@ class TLSComm(Comm):
         for c in self.conns.values():
             c.done.wait(max(0.0, deadline - time.monotonic()))
         for c in self.conns.values():
+            got = _tcp_bytes(c.s)
+            if got is not None:
+                self._wire = (self._wire[0] + got[0], self._wire[1] + got[1])
             c.close(0.5)
         if self.listener is not None:
             self.listener.close()
