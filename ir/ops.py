@@ -18,7 +18,7 @@ from .opdef import (KINDS, REGISTRY, Attr, IncompleteOps, Kind, MixesSecret, OpD
 from .typerules import (_adaptive, _argmax, _batch_norm, _cat, _compare, _conv2d, _div, _elementwise, _expand,
                         _flatten, _index, _linear, _matmul, _max, _max_pool, _mean, _pad, _permute, _pool, _product,
                         _reshape, _reveal, _share, _slice, _softmax, _squeeze, _stack, _sum, _transpose, _unary,
-                        _unary_float, _unsqueeze, _where, broadcast)  # noqa: F401
+                        _unary_float, _unsqueeze, _where, broadcast, _gather, _gelu, _layer_norm)  # noqa: F401
 from .types import SECRET  # noqa: F401  (re-exported)
 
 
@@ -70,6 +70,9 @@ op("adaptive_avg_pool2d", ("x",), {"output": Attr("ints")}, _adaptive, communica
    doc="mean over windows that tile the input into `output`")
 op("batch_norm", ("x", "mean", "var", "weight", "bias"), {"eps": Attr("float", 1e-5)}, _batch_norm,
    communicates=True, product=True, doc="(x - mean) / sqrt(var + eps) * weight + bias, per channel")
+op("layer_norm", ("x", "weight?", "bias?"), {"dims": Attr("int"), "eps": Attr("float", 1e-5)}, _layer_norm,
+   communicates=True, approximate=True,
+   doc="(x - mean) / sqrt(var + eps) * weight + bias over the last `dims` dims (biased var)")
 
 # non-linear
 op("relu", ("x",), {}, _unary, communicates=True, torch_fn="relu", doc="max(x, 0)")
@@ -80,6 +83,9 @@ op("log", ("x",), {}, _unary_float, communicates=True, torch_fn="log", approxima
 op("reciprocal", ("x",), {}, _unary_float, communicates=True, torch_fn="reciprocal", approximate=True, doc="1 / x")
 op("sqrt", ("x",), {}, _unary_float, communicates=True, torch_fn="sqrt", approximate=True, doc="square root")
 op("rsqrt", ("x",), {}, _unary_float, communicates=True, torch_fn="rsqrt", approximate=True, doc="1 / sqrt(x)")
+op("erf", ("x",), {}, _unary_float, communicates=True, torch_fn="erf", approximate=True, doc="the error function")
+op("gelu", ("x",), {"approximate": Attr("str", "none")}, _gelu, communicates=True, approximate=True,
+   doc="x * Phi(x) (approximate='none'), or its tanh form (approximate='tanh'), as F.gelu")
 op("softmax", ("x",), {"dim": Attr("int")}, _softmax, communicates=True, approximate=True,
    doc="exp(x) / sum(exp(x)) along dim")
 op("log_softmax", ("x",), {"dim": Attr("int")}, _softmax, communicates=True, approximate=True,
@@ -97,6 +103,9 @@ op("argmax", ("x",), {"dim": Attr("int?", None), "keepdim": Attr("bool", False)}
 for _n, _sym in (("gt", ">"), ("lt", "<"), ("ge", ">="), ("le", "<="), ("eq", "==")):
     op(_n, ("x", "y"), {}, _compare, communicates=True, doc=f"x {_sym} y, elementwise (bool)")
 op("where", ("cond", "x", "y"), {}, _where, communicates=True, doc="x where cond else y")
+op("gather", ("x", "index"), {"dim": Attr("int")}, _gather, communicates=True, product=True,
+   doc="x's slices at integer `index` along dim (ONNX Gather, numpy take; negative indices count from the "
+       "end): local for a public index, a one-hot product for a private or secret one")
 
 # shapes: always local
 _SHAPE = dict(shape_only=True, accepts_pending_truncation=True)

@@ -391,3 +391,38 @@ def _product(types, a):
     return [TensorType(promote(types[0].dtype, types[1].dtype), shape, _vis(types, mixed=True))]
 
 
+
+
+def _layer_norm(types, a):
+    x = types[0]
+    _float(x)
+    n = a["dims"]
+    if not 1 <= n <= x.rank:
+        _err(f"normalises the last {n} dims of a tensor of rank {x.rank}")
+    for i, t in enumerate(types[1:], 1):
+        if t.shape != x.shape[x.rank - n:]:
+            _err(f"{'weight' if i == 1 else 'bias'} {list(t.shape)} should be {list(x.shape[x.rank - n:])}")
+    if a["eps"] < 0:
+        _err(f"eps {a['eps']} is negative")
+    return [x.with_vis(_vis(types))]
+
+
+GELU_FORMS = ("none", "tanh")
+
+
+def _gelu(types, a):
+    if a["approximate"] not in GELU_FORMS:
+        _err(f"approximate={a['approximate']!r}; it is one of {', '.join(GELU_FORMS)}")
+    return _unary_float(types, a)
+
+
+def _gather(types, a):
+    x, idx = types
+    if idx.dtype not in ("i64", "i32"):
+        _err(f"index must be an integer tensor, got {idx}")
+    if x.rank == 0:
+        _err("gather from a 0-d tensor")
+    d = _dim(a["dim"], x.rank)
+    shape = x.shape[:d] + idx.shape + x.shape[d + 1:]
+    # like a product: the index's owner takes part with its plaintext one-hot rows
+    return [TensorType(x.dtype, shape, _vis(types, mixed=True))]

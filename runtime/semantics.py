@@ -110,6 +110,34 @@ def _batch_norm(node, args, a):
     return [F.batch_norm(x, mean, var, weight, bias, training=False, eps=a["eps"])]
 
 
+def _layer_norm(node, args, a):
+    args = _to(args, _result_dtype(node))
+    x = args[0]
+    w = args[1] if len(args) > 1 else None
+    b = args[2] if len(args) > 2 else None
+    return [F.layer_norm(x, x.shape[x.dim() - a["dims"]:], w, b, a["eps"])]
+
+
+def _gelu(node, args, a):
+    return [F.gelu(args[0], approximate=a["approximate"])]
+
+
+def gather_plain(x: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Tensor:
+    """ONNX Gather / numpy take along `dim`: negative indices count from the end, any
+    index outside [-size, size) is an error naming it."""
+    size = x.shape[dim]
+    idx = index.to(torch.int64)
+    if idx.numel() and (idx.min() < -size or idx.max() >= size):
+        bad = idx[(idx < -size) | (idx >= size)][0].item()
+        raise IndexError(f"gather index {bad} is out of range for dim {dim} of size {size}")
+    flat = x.index_select(dim, (idx % max(size, 1)).reshape(-1))
+    return flat.reshape(x.shape[:dim] + idx.shape + x.shape[dim + 1:])
+
+
+def _gather(node, args, a):
+    return [gather_plain(args[0], args[1], a["dim"])]
+
+
 def _softmax(node, args, a):
     return [F.softmax(args[0], dim=a["dim"])]
 
@@ -215,6 +243,9 @@ register("reference", OP.avg_pool2d)(_avg_pool2d)
 register("reference", OP.max_pool2d)(_max_pool2d)
 register("reference", OP.adaptive_avg_pool2d)(_adaptive_avg_pool2d)
 register("reference", OP.batch_norm)(_batch_norm)
+register("reference", OP.layer_norm)(_layer_norm)
+register("reference", OP.gelu)(_gelu)
+register("reference", OP.gather)(_gather)
 register("reference", OP.softmax)(_softmax)
 register("reference", OP.log_softmax)(_log_softmax)
 register("reference", OP.sum_)(_reduce(torch.sum))

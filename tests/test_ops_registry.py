@@ -43,7 +43,7 @@ def test_a_rule_is_registered_once_and_only_on_op_definitions():
 
 def test_traits_say_what_the_old_tables_said():
     products = {d.name for d in ops.REGISTRY.values() if d.product}
-    assert products == {"mul", "matmul", "linear", "conv2d", "batch_norm"}
+    assert products == {"mul", "matmul", "linear", "conv2d", "batch_norm", "gather"}
     assert {d.name for d in ops.REGISTRY.values() if d.source} == {"load", "input", "const", "call"}
     assert {d.name for d in ops.REGISTRY.values() if d.structural} == {"loop", "yield", "return"}
     for d in ops.REGISTRY.values():

@@ -7,6 +7,7 @@ import re
 
 import hypothesis.extra.numpy as hnp
 import pytest
+import numpy as np
 import torch
 import torch.nn.functional as F
 from hypothesis import assume, given, settings
@@ -710,6 +711,40 @@ def test_loop_frees_body_values_each_iteration():
     torch.testing.assert_close(got, torch.relu(want))
     # x and w outside, the loop's carried value, one body value and the one being made
     assert stats["peak_live"] <= 6
+
+
+# ---------------------------------------------------------------- erf, gelu, layer_norm, gather
+
+
+covers("erf", "gelu", "layer_norm", "gather")
+
+
+@FEW
+@given(shape=shapes, seed=seeds, form=st.sampled_from(["none", "tanh"]))
+def test_erf_and_gelu(shape, seed, form):
+    x = randn(shape, seed) * 3
+    check("erf", [x], torch.erf(x))
+    check("gelu", [x], torch.nn.functional.gelu(x, approximate=form), {"approximate": form})
+
+
+@FEW
+@given(seed=seeds, shape=st.sampled_from([(2, 5), (3, 2, 4)]), nd=st.integers(1, 2), affine=st.integers(0, 2))
+def test_layer_norm(seed, shape, nd, affine):
+    x = randn(shape, seed) * 2 + 1
+    ns = shape[len(shape) - nd:]
+    w, b = randn(ns, seed + 1), randn(ns, seed + 2)
+    extra = [w, b][:affine]
+    want = torch.nn.functional.layer_norm(x, ns, *(extra + [None] * (2 - affine)), eps=1e-3)
+    check("layer_norm", [x] + extra, want, {"dims": nd, "eps": 1e-3})
+
+
+def test_gather_is_numpy_take_with_negative_indices():
+    x = randn((4, 3, 2), 3)
+    idx = torch.tensor([[0, -1], [2, -3]])
+    for dim in range(3):
+        i = idx.clamp(-x.shape[dim], x.shape[dim] - 1)
+        check("gather", [x, i], torch.from_numpy(np.take(x.numpy(), i.numpy(), axis=dim)), {"dim": dim})
+    check("gather", [x, torch.tensor(1)], x[1], {"dim": 0})  # a 0-d index drops the dim
 
 
 # ---------------------------------------------------------------- coverage of the rule table

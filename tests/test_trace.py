@@ -260,10 +260,10 @@ def test_error_data_dependent_control_flow():
 def test_error_unsupported_op_suggests_replacement():
     def f():
         x = planc.load("x", owner="bob", shape=(3,))
-        return planc.reveal(F.gelu(x), to="all")  # MARK-gelu
+        return planc.reveal(F.silu(x), to="all")  # MARK-silu
 
-    raises_at(f, "MARK-gelu", "torch.nn.functional.gelu is not supported by planc; use relu, sigmoid or tanh "
-              "instead (x * torch.sigmoid(1.702 * x) approximates gelu)")
+    raises_at(f, "MARK-silu", "torch.nn.functional.silu is not supported by planc; write x * torch.sigmoid(x) "
+              "instead")
 
 
 def test_error_unknown_op_without_suggestion():

@@ -167,6 +167,18 @@ def _batch_norm(cx, x, running_mean, running_var, weight=None, bias=None, traini
     return cx.emit("batch_norm", [x, running_mean, running_var, weight, bias], {"eps": float(eps)})
 
 
+@lowers(OP.layer_norm, F.layer_norm, torch.layer_norm)
+def _layer_norm(cx, x, normalized_shape, weight=None, bias=None, eps=1e-5, *rest):
+    shape = (int(normalized_shape),) if isinstance(normalized_shape, int) else tuple(int(s) for s in normalized_shape)
+    if not shape or tuple(x.type.shape[x.type.rank - len(shape):]) != shape or len(shape) > x.type.rank:
+        raise TraceError(f"layer_norm over {list(shape)} does not fit an input of shape {list(x.type.shape)}",
+                         user_loc())
+    if weight is None and bias is not None:
+        weight = const_like(cx, 1.0, shape, x.type.dtype)
+    operands = [x] + [v for v in (weight, bias) if v is not None]
+    return cx.emit("layer_norm", operands, {"dims": len(shape), "eps": float(eps)})
+
+
 @lowers(F.dropout, F.dropout2d, F.dropout1d, F.alpha_dropout, torch.dropout)
 def _dropout(cx, x, p=0.5, training=True, inplace=False):
     if training:

@@ -23,7 +23,6 @@ def unsupported(instead, hint: str, *names: str):
         SUGGEST[n] = (instead, hint)
 
 
-unsupported(OP.sigmoid, "use relu, sigmoid or tanh instead (x * torch.sigmoid(1.702 * x) approximates gelu)", "gelu")
 unsupported(OP.sigmoid, "write x * torch.sigmoid(x) instead", "silu")
 unsupported(OP.relu, "use relu instead", "elu")
 unsupported(OP.where, "write torch.where(x > 0, x, 0.01 * x) instead", "leaky_relu")

@@ -36,6 +36,13 @@ for _d in ops.REGISTRY.values():
 lowers(OP.relu, "relu_", torch.relu_)(_unary(OP.relu))  # in place: the traced value is replaced
 
 
+@lowers(OP.gelu, F.gelu)
+def _gelu(cx, x, approximate="none"):
+    if approximate not in ("none", "tanh"):
+        raise TraceError(f"F.gelu approximate={approximate!r}; use 'none' or 'tanh'", user_loc())
+    return cx.emit("gelu", [x], {"approximate": approximate})
+
+
 def _softmax_rule(op):
     def rule(cx, x, dim=None, _stacklevel=3, dtype=None):
         if dim is None:

@@ -165,6 +165,28 @@ def _getitem(cx, x, idx):
     return out
 
 
+@lowers(OP.gather, F.embedding)
+def _embedding(cx, input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+               sparse=False):
+    if max_norm is not None:
+        raise TraceError("F.embedding with max_norm renormalises the table in place; it is not supported",
+                         user_loc())
+    if not isinstance(input, Value) or not isinstance(weight, Value):
+        raise TraceError("F.embedding takes a tensor of indices and a table", user_loc())
+    if weight.type.rank != 2:
+        raise TraceError(f"F.embedding's table must be 2-d, got {list(weight.type.shape)}", user_loc())
+    return cx.emit("gather", [weight, input], {"dim": 0})
+
+
+@lowers(OP.gather, torch.index_select, "index_select")
+def _index_select(cx, x, dim, index):
+    if not isinstance(index, Value):
+        raise TraceError("index_select takes a tensor of indices", user_loc())
+    if index.type.rank != 1:
+        raise TraceError(f"index_select takes a 1-d index, got {list(index.type.shape)}", user_loc())
+    return cx.emit("gather", [x, index], {"dim": norm_dim(dim, rank(x))})
+
+
 @lowers("cpu")
 def _cpu(cx, x):
     return x

@@ -8,7 +8,9 @@
     beaver.py    products: mul, matmul, linear, conv2d (their bilinear maps on the ops)
     signbit.py   sign_bit, zero_bit, relu_ring (dealer-assisted bit extraction)
     compare.py   relu, comparisons, where, max/argmax, max_pool2d
-    approx/      exp, reciprocal, log, sqrt, sigmoid, tanh, softmax, log_softmax
+    gather.py    gather (embedding): local by a public index, one-hot products otherwise
+    approx/      exp, reciprocal, log, sqrt, sigmoid, tanh, softmax, log_softmax,
+                 erf, gelu, layer_norm
 """
-from . import approx, beaver, compare, linear, sharing  # noqa: F401
-from .approx import exp, log, reciprocal, roots, sigmoid, softmax  # noqa: F401
+from . import approx, beaver, compare, gather, linear, sharing  # noqa: F401
+from .approx import exp, gauss, log, norm, reciprocal, roots, sigmoid, softmax  # noqa: F401

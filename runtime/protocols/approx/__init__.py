@@ -1,5 +1,5 @@
 """Non-linear functions on secret fixed-point values: exp, log, reciprocal, sqrt (and
-rsqrt for batch_norm), sigmoid, tanh, softmax, log_softmax.
+rsqrt for batch_norm), sigmoid, tanh, softmax, log_softmax, erf, gelu, layer_norm.
 
 One file per family, each with its math and its bound in its docstring, registering its
 protocol with ``@protocol(OP.x)`` and its bound with ``bound(OP.x, ...)`` next to it:
@@ -12,6 +12,8 @@ protocol with ``@protocol(OP.x)`` and its bound with ``bound(OP.x, ...)`` next t
     softmax.py     softmax, log_softmax
     sigmoid.py     sigmoid, tanh
     roots.py       sqrt; rsqrt (batch_norm, linear.py)
+    gauss.py       erf, gelu (both forms): saturating functions, banded polynomials
+    norm.py        layer_norm (rsqrt of the row variance)
 
 ``ERROR`` (below) gives every bound by op name, derived from the registrations (and
 rsqrt's ``roots.RSQRT``); tests/test_approx.py measures them and checks this table and
@@ -31,6 +33,9 @@ compare.max_dim's rounds (8 for n = 10).
     tanh         |x| < 2^22             2^-13   -       10                  225 / 500
     softmax      |x| < 2^23             2^-14   -       max + 12 (n = 10)   small (per row)
     log_softmax  |x| < 2^23             2^-14   -       max + 12 (n = 10)   small (per row)
+    erf          |x| < 2^23             2^-14   -       7                   194 / 990
+    gelu         |x| < 2^23             2^-14   -       7                   237 / 1390
+    layer_norm   rows with 2^-6 <= var + eps < 2^8, |weight| <= 2, |f(x)| read as |g|  2^-11  2^-8  10  3 products + rsqrt per row
 
 With more parties each truncation costs a round; the engine folds a pending truncation
 into the next opening of the value (both are one opening of d + r), so a function costs
@@ -40,9 +45,9 @@ from __future__ import annotations
 
 from planc.ir import ops
 
-from . import engine, exp, log, reciprocal, roots, sigmoid, softmax  # noqa: F401  (each registers its ops)
+from . import engine, exp, gauss, log, norm, reciprocal, roots, sigmoid, softmax  # noqa: F401  (each registers its ops)
 
-FAMILIES = (exp, reciprocal, log, roots, sigmoid, softmax)
+FAMILIES = (exp, reciprocal, log, roots, sigmoid, softmax, gauss, norm)
 
 # bounds by name: every registered one, and rsqrt's (no op of its own)
 BOUNDS = {d.name: d.rule("bound") for d in ops.REGISTRY.values() if d.rule("bound")}
