@@ -59,6 +59,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "save_data": ("planc.weights", "save_data"),
     "load_data": ("planc.weights", "load_data"),
     "datasets": ("planc.datasets", None),
+    "from_onnx": ("planc.onnx.api", "from_onnx"),
     "Cluster": ("planc.cluster", "Cluster"),
     "ClusterError": ("planc.cluster", "ClusterError"),
 }
@@ -78,6 +79,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below d
     from planc.compile import compile
     from planc.ir.policy import Policy, PolicyError
     from planc.cluster import Cluster, ClusterError
+    from planc.onnx.api import from_onnx
     from . import weights, datasets
     read_plan = Plan.read
 
