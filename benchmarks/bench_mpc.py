@@ -62,7 +62,7 @@ def bench(nparties, batch, runs, processes, model, weights, images):
     agree = (res.outputs["bob"][0].argmax(1) == want.argmax(1)).float().mean().item()
     p0 = res.stats["alice"]
     return {
-        "parties": nparties, "batch": batch, "comm": "processes" if processes else "threads",
+        "parties": nparties, "batch": batch, "comm": "processes (tls)" if processes else "threads",
         "median_s": statistics.median(walls), "min_s": min(walls), "max_s": max(walls),
         "online_median_s": statistics.median(online),
         "rounds": p0["rounds"], "max_rounds": max(s["rounds"] for p, s in res.stats.items() if p != "dealer"),
@@ -76,7 +76,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", default=None)
-    ap.add_argument("--processes", action="store_true", help="also run over torch.distributed processes")
+    ap.add_argument("--processes", action="store_true", help="also one process per party (over TLS, run_local's default)")
     ap.add_argument("--only", default=None, help="e.g. 2x64")
     a = ap.parse_args(argv)
     torch.manual_seed(0)

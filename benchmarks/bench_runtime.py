@@ -1,12 +1,13 @@
 """The runtime's benchmark table: the seed CNN and single ops, over both communicators.
 
-    python benchmarks/bench_runtime.py [--runs 5] [--json out/bench_runtime.json] [--no-processes]
+    python benchmarks/bench_runtime.py [--runs 5] [--json out/bench_runtime.json] [--comms threads,tls,gloo]
 
 For each workload: time median / min / max over --runs runs (after one warm-up), rounds
 and MiB sent per party (the busiest party), the dealer's batch, and the issue's target
 and CrypTen's figure. "threads": every party and the dealer in one process over queues;
-time is the wall time of the whole run (dealer batch + online phase). "processes": one
-process per party over torch.distributed (gloo on 127.0.0.1); process start-up (about
+time is the wall time of the whole run (dealer batch + online phase). "tls" / "gloo": one
+process per party on 127.0.0.1, over mutually authenticated TLS (run_local's default) or
+torch.distributed's gloo (unencrypted, chosen explicitly); process start-up (about
 2 s: importing torch) is not part of a plan's cost, so the time shown is the online
 phase of the slowest party, after the dealer's batch arrived; the wall time including
 start-up is in the JSON.
@@ -59,12 +60,14 @@ def op_data(name):
     return {"bob": {"x": x}}
 
 
-def run(plan, data, runs, processes):
-    planc.run_local(plan, data, processes=processes)
+def run(plan, data, runs, comm):
+    processes = comm != "threads"
+    kw = {"processes": True, "transport": comm} if processes else {}
+    planc.run_local(plan, data, **kw)
     walls, online, res = [], [], None
     for _ in range(runs):
         t0 = time.perf_counter()
-        res = planc.run_local(plan, data, processes=processes)
+        res = planc.run_local(plan, data, **kw)
         walls.append(time.perf_counter() - t0)
         online.append(max(s["online_s"] for p, s in res.stats.items() if p != "dealer"))
     times = online if processes else walls
@@ -83,28 +86,28 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", default=None)
-    ap.add_argument("--no-processes", action="store_true")
-    ap.add_argument("--comms", default="threads,processes", help="which communicators, comma-separated")
+    ap.add_argument("--no-processes", action="store_true", help="threads only")
+    ap.add_argument("--comms", default="threads,tls,gloo",
+                    help="threads, and one process per party over tls or gloo (comma-separated)")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
     model = set_weights(SeedCNN(), trained_weights())
     images = load_mnist()[0][8000:]
     rows = []
-    comms = [c for c in a.comms.split(",") if not (a.no_processes and c == "processes")]
-    for processes in [c == "processes" for c in comms]:
-        comm = "processes" if processes else "threads"
+    comms = [c for c in a.comms.split(",") if not (a.no_processes and c != "threads")]
+    for comm in comms:
         for (n, batch) in TARGETS:
             plan = planc.compile(make_plan(n, batch, model))
             data = {"alice": planc.weights_of(model, "cnn"), "bob": {"mnist/test": images[:batch]}}
             t, c = TARGETS[(n, batch)], CRYPTEN[(n, batch)]
             tgt = f"<= {t[0]} s" + (f", <= {t[1]} rounds" if t[1] else "") + (f", <= {t[2]} MiB" if t[2] else "")
             rows.append({"workload": f"CNN batch {batch}", "parties": n, "comm": comm, "target": tgt,
-                         "crypten": f"{c[0]} s, {c[1]} rounds, {c[2]} MiB", **run(plan, data, a.runs, processes)})
+                         "crypten": f"{c[0]} s, {c[1]} rounds, {c[2]} MiB", **run(plan, data, a.runs, comm)})
         for name in OPS:
             for n in (2, 3):
                 rows.append({"workload": name, "parties": n, "comm": comm, "target": OPS[name][2] if n == 2 else "",
                              "crypten": OPS[name][3] if n == 2 else "",
-                             **run(op_plan(name, n), op_data(name), a.runs, processes)})
+                             **run(op_plan(name, n), op_data(name), a.runs, comm)})
     print(f"{'workload':18} {'n':>2} {'comm':9} {'median s':>9} {'min s':>7} {'max s':>7} {'rounds':>6} "
           f"{'MiB/party':>9} {'dealer MiB':>10}  target | CrypTen")
     for r in rows:

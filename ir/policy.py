@@ -85,6 +85,7 @@ class Violation:
     node: Node | None
     problem: str
     instead: str
+    rule: str = "policy"  # which rule: ops, attrs, reveal, limits.<key> (a worker's refusal names it)
 
     def __str__(self):
         head = self.node.where() if self.node is not None else "plan"
@@ -250,7 +251,7 @@ class Policy:
             out += self._node(g, n)
         if self.max_nodes is not None and count > self.max_nodes:
             out.append(Violation(None, f"{count} nodes, more than max_nodes = {self.max_nodes}",
-                                 "fold repeated code into planc.fori_loop, or split the plan"))
+                                 "fold repeated code into planc.fori_loop, or split the plan", "limits.max_nodes"))
         return out
 
     def check(self, g: Graph) -> Graph:
@@ -265,7 +266,7 @@ class Policy:
         allowed = d.always_allowed or ((self.allow is None or n.op in self.allow) and n.op not in self.deny)
         if not allowed:
             hint = d.rule("hint") or f"ask the data owner to allow {n.op}, or express it with allowed ops"
-            out.append(Violation(n, f"op {n.op} is not allowed by policy {self.name!r}", hint))
+            out.append(Violation(n, f"op {n.op} is not allowed by policy {self.name!r}", hint, "ops"))
         for a, rule in self.attrs.get(n.op, {}).items():
             v = n.attr(a)
             values = v if isinstance(v, tuple) else (v,)
@@ -276,7 +277,7 @@ class Policy:
                         "in" in rule and x not in rule["in"]):
                     rng = ", ".join(f"{k} {rule[k]}" for k in ("min", "max", "in") if k in rule)
                     out.append(Violation(n, f"{a}={_fmt(v)} is outside what policy {self.name!r} allows ({rng})",
-                                         f"use {a} within {rng}"))
+                                         f"use {a} within {rng}", "attrs"))
                     break
         if n.op == "reveal" and self.reveal_to is not None:
             to = n.attr("to")
@@ -286,15 +287,15 @@ class Policy:
                 out.append(Violation(n, f"reveal to {who} is not allowed by policy {self.name!r} "
                                         f"(reveals may go to: {ok})",
                                      "reveal to an allowed party, or return the value unrevealed (it stays "
-                                     "secret-shared at the workers)"))
+                                     "secret-shared at the workers)", "reveal"))
         if n.op == "loop" and self.max_loop_trips is not None and n.attr("trips") > self.max_loop_trips:
             out.append(Violation(n, f"loop of {n.attr('trips')} trips, more than max_loop_trips = "
-                                    f"{self.max_loop_trips}", "run fewer iterations per plan"))
+                                    f"{self.max_loop_trips}", "run fewer iterations per plan", "limits.max_loop_trips"))
         if self.max_elements is not None:
             for r in n.results:
                 if r.type.numel > self.max_elements:
                     out.append(Violation(n, f"{r} has {r.type.numel:,} elements, more than max_elements = "
-                                            f"{self.max_elements:,}", "use a smaller batch"))
+                                            f"{self.max_elements:,}", "use a smaller batch", "limits.max_elements"))
                     break
         return out
 

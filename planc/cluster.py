@@ -307,7 +307,10 @@ class Cluster:
             errors = [e for e in res.values() if isinstance(e, ClusterError)]
             if errors:
                 raise errors[0]
-            final = self._await_final(rid, order, who, timeout, say)
+            # a computing party's shares for this client are fetched as soon as it is done
+            fetch = (lambda p: _reveals(self._call(who[p], "GET", f"/v1/runs/{rid}/reveals", raw=True))) \
+                if play is not None else None
+            final = self._await_final(rid, order, who, timeout, say, fetch, set(g.parties[:n]))
         except BaseException:
             self._cancel(rid, order, who)
             raise
@@ -320,12 +323,7 @@ class Cluster:
                 if o.get("kind") == "public" and outputs[o["index"]] is None:
                     outputs[o["index"]] = _public(o)
         if play is not None:
-            kept = self._each(g.parties[:n], lambda p: _reveals(
-                self._call(who[p], "GET", f"/v1/runs/{rid}/reveals", raw=True)))
-            errors = [e for e in kept.values() if isinstance(e, ClusterError)]
-            if errors:
-                raise errors[0]
-            mine = play.finish([kept[p] for p in g.parties[:n]])
+            mine = play.finish([final[p]["reveals"] for p in g.parties[:n]])
             outputs = [m if m is not None else o for m, o in zip(mine, outputs)]
         wall = time.perf_counter() - t0
         say(f"run {rid}: done in {wall * 1000:.0f} ms")
@@ -357,7 +355,9 @@ class Cluster:
             got[p] = self._call(who[p], "GET", f"/v1/runs/{rid}", params={"wait": min(_POLL_S, timeout)},
                                 timeout=min(_POLL_S, timeout) + self.timeout)
 
-    def _await_final(self, rid, order, who, timeout, say):
+    def _await_final(self, rid, order, who, timeout, say, fetch=None, fetch_from=()):
+        """Every party's final run state; with `fetch`, a done party's state also holds
+        fetch(party) under "reveals" (this client's shares, taken at once)."""
         end = time.monotonic() + timeout + 10
         final = {}
 
@@ -366,6 +366,8 @@ class Cluster:
                 d = self._call(who[p], "GET", f"/v1/runs/{rid}", params={"wait": _POLL_S},
                                timeout=_POLL_S + self.timeout)
                 if d["state"] in _FINAL:
+                    if fetch is not None and p in fetch_from and d["state"] == "done":
+                        d["reveals"] = fetch(p)
                     return d
                 if time.monotonic() > end:
                     raise ClusterError(who[p], f"run {rid} still {d['state']} after {timeout:g} s", rule="timeout")

@@ -91,7 +91,7 @@ def admit(plan, policy: Policy | None = None, *, party=None, constants=None, inp
         b = _bounds.compute(graph, constants=constants, inputs=inputs, parties=want, merge=merge, lazy=lazy,
                             frac=frac, clients=clients)
     except _bounds.BoundsError as e:
-        raise AdmissionError([Violation(e.node, e.problem, "make the plan smaller")], label) from None
+        raise AdmissionError([Violation(e.node, e.problem, "make the plan smaller", "limits")], label) from None
     out = []
     dealer_too = party is None or party == "dealer"
     checked = list(b.party) if party is None else ([] if party == "dealer" else [_name(names, party)])
@@ -102,11 +102,13 @@ def admit(plan, policy: Policy | None = None, *, party=None, constants=None, inp
             out.append(Violation(pb.peak_node, f"needs {size(pb.peak_bytes)} of memory at {name} (upper estimate; "
                                                f"{size(most)} of it {what}); {label} allows "
                                                f"{size(pol.max_peak_bytes)}",
-                                 "use a smaller batch or smaller tensors, or ask for a larger max_peak_bytes"))
+                                 "use a smaller batch or smaller tensors, or ask for a larger max_peak_bytes",
+                                 "limits.max_peak_bytes"))
         if pol.max_work is not None and pb.work > pol.max_work:
             out.append(Violation(pb.work_node, f"needs {pb.work:.3g} element operations at {name} (estimate, loop "
                                                f"trips included); {label} allows {pol.max_work:.3g}",
-                                 "run fewer loop trips or smaller tensors, or ask for a larger max_work"))
+                                 "run fewer loop trips or smaller tensors, or ask for a larger max_work",
+                                 "limits.max_work"))
     last = names[-1] if names else None
     if dealer_too or (party is not None and _name(names, party) == last):
         d = b.dealer
@@ -114,13 +116,13 @@ def admit(plan, policy: Policy | None = None, *, party=None, constants=None, inp
             out.append(Violation(d.node, f"needs {size(d.bytes)} of dealer material (exact, sent to {last}); "
                                          f"{label} allows {size(pol.max_dealer_bytes)}",
                                  "use fewer secret products and comparisons per run, or ask for a larger "
-                                 "max_dealer_bytes"))
+                                 "max_dealer_bytes", "limits.max_dealer_bytes"))
     if dealer_too and pol.max_peak_bytes is not None and b.dealer.peak_bytes > pol.max_peak_bytes:
         out.append(Violation(b.dealer.peak_node or b.dealer.node, f"needs {size(b.dealer.peak_bytes)} of memory "
                                                                   f"at the dealer (upper estimate); {label} allows "
                                                                   f"{size(pol.max_peak_bytes)}",
                              "use fewer secret products and comparisons per run, or ask for a larger "
-                             "max_peak_bytes"))
+                             "max_peak_bytes", "limits.max_peak_bytes"))
     if out:
         raise AdmissionError(out, label, b)
     limits = ranges.input_limits(graph, constants, b.extras, frac=frac, bits=pol.truncation_security_bits, lazy=lazy)

@@ -105,28 +105,61 @@ def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=
 
 
 def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS, merge=True,
-               lazy=True, policy=None, clients=()):
+               lazy=True, policy=None, clients=(), prepared=None):
     """Make and send the material of `graph`; the dealer admits the plan first (its own
     memory and the material's size, under `policy`: default the default policy).
-    clients: the plan's non-computing parties, for which the dealer makes nothing."""
+    clients: the plan's non-computing parties, for which the dealer makes nothing.
+    prepared: a DealerBatch made earlier by prepare_dealer for this plan (a daemon makes
+    it while the other parties are still accepting): then only the sending is left."""
     _check_ranks(graph, comm, clients)
+    if prepared is None:
+        prepared = prepare_dealer(graph, comm.nparties, constants=constants, inputs=inputs, frac=frac, merge=merge,
+                                  lazy=lazy, policy=policy, clients=clients, check=comm.check)
+    elif prepared.nparties != comm.nparties:
+        raise ValueError(f"material made for {prepared.nparties} parties, the run has {comm.nparties}")
+    t0 = time.perf_counter()
+    n = comm.nparties
+    for k in range(n):
+        comm.send_bytes(k, str(prepared.seeds[k]).encode())
+    comm.send_bytes(n - 1, json.dumps(prepared.head).encode())
+    if prepared.corrections:
+        comm.send_dealer_batch(n - 1, prepared.corrections)
+    return {"dealer_s": prepared.make_s + time.perf_counter() - t0, "make_s": prepared.make_s,
+            "requests": prepared.requests, "cpu_s": prepared.cpu_s}
+
+
+class DealerBatch:
+    """All of a run's dealer material, made before any party is connected: the parties'
+    seeds, the last party's corrections and their descriptors."""
+
+    def __init__(self, nparties, seeds, head, corrections, requests, make_s, cpu_s):
+        self.nparties, self.seeds, self.head, self.corrections = nparties, seeds, head, corrections
+        self.requests, self.make_s, self.cpu_s = requests, make_s, cpu_s
+
+
+def prepare_dealer(graph: Graph, nparties: int, *, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS,
+                   merge=True, lazy=True, policy=None, clients=(), check=None) -> DealerBatch:
+    """Admit the plan as the dealer and make its material (no communicator needed: the
+    material depends on the plan and fresh seeds only). check(where) may raise to stop."""
+    if ncompute(graph, clients) != nparties:
+        raise PlanRuntimeError(None, "dealer", f"material for {nparties} parties, but the plan has "
+                                               f"{ncompute(graph, clients)} computing parties")
     admitted = admit(graph, policy, party="dealer", constants=constants or {}, inputs=inputs, merge=merge,
                      lazy=lazy, frac=frac, clients=clients)  # admission
     graph, from_clients = for_computing(graph, clients)
-    n = comm.nparties
+    n = nparties
     c0 = time.thread_time()
     t0 = time.perf_counter()
     warm_up()
     seeds = [prg.new_seed() for _ in range(n)]
-    for k in range(n):
-        comm.send_bytes(k, str(seeds[k]).encode())
-    material = DealerMaterial(n, seeds, check=comm.check)  # stops making material once a party failed
-    P = Party(rank=0, nparties=n, names=comm.names[:n], material=material, frac=frac, meta=True,
+    material = DealerMaterial(n, seeds, check=check)  # stops making material once check raises
+    P = Party(rank=0, nparties=n, names=list(graph.parties[:n]), material=material, frac=frac, meta=True,
               integral_names=integral_names(graph, constants or {}), lazy=lazy,
               clients=tuple(range(n, len(graph.parties))))
     interp = Interpreter(graph, P, constants=constants, inputs=inputs, merge=merge, from_clients=from_clients)
     interp.input_limits = admitted.input_limits  # admission
-    interp.check = comm.check
+    if check is not None:
+        interp.check = check
 
     def fake(ex):
         return {s: [torch.empty(sh, dtype=dt, device="meta") for sh, dt in specs] for s, specs in ex.recvs.items()}
@@ -134,7 +167,5 @@ def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFA
     interp.run(fake)
     head = {"descriptors": material.descriptors,
             "specs": [[list(t.shape), "bool" if t.dtype == torch.bool else "int64"] for t in material.corrections]}
-    comm.send_bytes(n - 1, json.dumps(head).encode())
-    if material.corrections:
-        comm.send_dealer_batch(n - 1, material.corrections)
-    return {"dealer_s": time.perf_counter() - t0, "requests": material.counter, "cpu_s": time.thread_time() - c0}
+    return DealerBatch(n, seeds, head, material.corrections, material.counter, time.perf_counter() - t0,
+                       time.thread_time() - c0)

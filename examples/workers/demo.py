@@ -59,27 +59,29 @@ def prepare(work: Path, batch: int):
     return weights, x, y
 
 
-def start(work: Path, name: str) -> tuple[subprocess.Popen, str]:
-    """`planc worker --config NAME.toml` (or dealer) as a process; its address once up."""
-    addr = work / f"{name}.addr"
+def start(work: Path, name: str, stem: str | None = None) -> tuple[subprocess.Popen, str]:
+    """`planc worker --config STEM.toml` (or dealer; STEM defaults to the name) as a
+    process; its address (from STEM.addr, the config's address_file) once up."""
+    stem = stem or name
+    addr = work / f"{stem}.addr"
     addr.unlink(missing_ok=True)
     role = "dealer" if name == "dealer" else "worker"
-    err = open(work / f"{name}.stderr", "wb")
-    p = subprocess.Popen([sys.executable, "-m", "planc.cli", role, "--config", f"{name}.toml"], cwd=work,
+    err = open(work / f"{stem}.stderr", "wb")
+    p = subprocess.Popen([sys.executable, "-m", "planc.cli", role, "--config", f"{stem}.toml"], cwd=work,
                          stdout=subprocess.DEVNULL, stderr=err)
     end = time.monotonic() + START_S
     while time.monotonic() < end:
         if addr.exists() and addr.read_text().strip():
             return p, addr.read_text().strip()
         if p.poll() is not None:
-            raise SystemExit(f"{name} exited: {(work / f'{name}.stderr').read_text()[-2000:]}")
+            raise SystemExit(f"{stem} exited: {(work / f'{stem}.stderr').read_text()[-2000:]}")
         time.sleep(0.05)
     p.kill()
     raise SystemExit(f"{name} did not start within {START_S:g} s")
 
 
-def write_cluster(work: Path, addrs: dict) -> Path:
-    path = work / "cluster.toml"
+def write_cluster(work: Path, addrs: dict, name: str = "cluster.toml") -> Path:
+    path = work / name
     path.write_text("# the orchestrator's view of the deployment (written by demo.py)\n"
                     "timeout = 60\n\n[identity]\ncert = \"certs/orchestrator.pem\"\n"
                     "key = \"certs/orchestrator.key\"\nca = \"certs/ca.pem\"\n\n[workers]\n"
@@ -88,14 +90,14 @@ def write_cluster(work: Path, addrs: dict) -> Path:
     return path
 
 
-def inference(to: str, images):
+def inference(to: str, images, parties=("alice", "bob", "orchestrator")):
     """The plan: alice's CNN on bob's images, logits revealed to `to` only."""
     net = planc.owned(model, owner="alice", tag="cnn")
 
     def infer(x):
         return planc.reveal(net(x), to=to)
 
-    return planc.trace(infer, images, parties=["alice", "bob", "orchestrator"], name=f"cnn_to_{to}")
+    return planc.trace(infer, images, parties=list(parties), name=f"cnn_to_{to}")
 
 
 def main(argv=None):

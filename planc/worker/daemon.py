@@ -112,6 +112,8 @@ class Daemon:
         if state == "taken":  # lost a race for the id
             execute.release(run)
             raise Refusal(409, "run_id", f"run id {rid!r} is already taken at {self.cfg.name}")
+        if state == "accepted":
+            execute.prepare(run, self.policy)
         self.log.event("accepted" if state == "accepted" else "pending", run_id=rid, plan_hash=sub.plan_hash,
                        client=who, party=sub.party, parties=sub.parties, clients=sub.clients, dealer=sub.dealer,
                        decision=state, data_port=run.data_port)

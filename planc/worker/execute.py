@@ -4,7 +4,8 @@ The control plane (app.py) only checks and records; here a run meets the data pl
 
 - at acceptance ``bind`` opens the run's listener — a TLS ``Listener`` on
   ``data_host``, port 0 (or, on the explicitly insecure gloo transport, rank 0's
-  rendezvous store) — and its port goes back to the submitter;
+  rendezvous store) — and its port goes back to the submitter; the dealer starts making
+  the run's material then (``prepare``), while the other parties are still accepting;
 - at start ``launch`` checks the peers' table against the identities the run was
   submitted with (a submitter cannot point a rank at another identity than the one this
   worker admitted the plan for), then a thread builds the communicator, loads this
@@ -48,7 +49,49 @@ def bind(run, cfg, identity):
     return run.data_port
 
 
+class Prepared:
+    """The dealer's material for an accepted run, made in a thread of its own from the
+    moment of acceptance (it needs the plan only, no peer), so that at start only the
+    sending is left; the wait for the other parties' acceptance and for the start hides it."""
+
+    def __init__(self, run, policy):
+        self.batch = self.error = None
+        self.thread = threading.Thread(target=self._make, args=(run, policy), daemon=True,
+                                       name=f"planc-material-{run.run_id}")
+        self.thread.start()
+
+    def _make(self, run, policy):
+        from planc.runtime.session import prepare_dealer
+
+        sub = run.sub
+
+        def check(where=None):  # stop making material for a run that ended before it started
+            if run.cancel_reason is not None or run.state not in ("accepted", "running"):
+                raise Cancelled(run.cancel_reason or f"run {sub.run_id} is {run.state}")
+
+        try:
+            self.batch = prepare_dealer(sub.graph, len(sub.parties), constants=sub.plan.constants, inputs=sub.inputs,
+                                        frac=sub.frac, policy=policy, clients=tuple(sub.clients), check=check)
+        except BaseException as e:  # noqa: BLE001 — the run's error, raised where it starts
+            self.error = e
+
+    def result(self, timeout):
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise TimeoutError(f"the dealer's material was not ready within {timeout:g} s")
+        if self.error is not None:
+            raise self.error
+        return self.batch
+
+
+def prepare(run, policy):
+    """At acceptance: the dealer starts making the run's material."""
+    if run.sub.rank == len(run.sub.parties):
+        run.prepared = Prepared(run, policy)
+
+
 def release(run):
+    run.prepared = None  # the material of a run that will not use it is dropped here
     for what in ("comm", "listener"):
         obj = getattr(run, what)
         if obj is not None:
@@ -146,12 +189,6 @@ def data_for(sub, catalogue) -> dict:
     return {t: catalogue.get(t).load() for t in sorted(tags)}
 
 
-def _accepts(fn, name):
-    import inspect
-
-    return name in inspect.signature(fn).parameters
-
-
 def execute(run, cfg, identity, catalogue, policy, peers, table, log):
     """The run's thread: connect, run, record; always release."""
     from planc.runtime.errors import ErrorRecord
@@ -165,21 +202,18 @@ def execute(run, cfg, identity, catalogue, policy, peers, table, log):
         run.comm = comm
         _watch(comm, run)
         connect_s = time.perf_counter() - t0
-        kw = {}
-        if sub.clients and _accepts(run_party, "clients"):
-            kw["clients"] = tuple(sub.clients)
+        clients = tuple(sub.clients)
         if sub.rank == len(sub.parties):
+            prepared = run.prepared.result(sub.timeout) if run.prepared is not None else None
             timings = run_dealer(sub.graph, comm, constants=sub.plan.constants, inputs=sub.inputs, frac=sub.frac,
-                                 policy=policy, **kw)
+                                 policy=policy, clients=clients, prepared=prepared)
+            run.prepared = None
             outs = []
         else:
             reveals: dict = {}
-            if _accepts(run_party, "reveals_out"):
-                kw["reveals_out"] = reveals
-                if sub.client_shares is not None:
-                    kw["client_shares"] = sub.client_shares
             outs, timings = run_party(sub.graph, comm, data=data_for(sub, catalogue), constants=sub.plan.constants,
-                                      inputs=sub.inputs, frac=sub.frac, policy=policy, **kw)
+                                      inputs=sub.inputs, frac=sub.frac, policy=policy, clients=clients,
+                                      client_shares=sub.client_shares, reveals_out=reveals)
             outs = [held(o) for o in outs]
             run.reveals = reveals
         c = time.perf_counter()

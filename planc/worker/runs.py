@@ -53,6 +53,7 @@ class Run:
     comm: object = None
     thread: threading.Thread | None = None
     cancel_reason: str | None = None
+    prepared: object = None  # the dealer: execute.Prepared, its material made while the others accept
     version: int = 0
     waiters: list = field(default_factory=list)
 

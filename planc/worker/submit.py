@@ -18,10 +18,11 @@ The caller's identity is checked before the body is read (app.py).
 from __future__ import annotations
 
 import hashlib
-import inspect
+import collections
 import json
 import math
 import re
+import threading
 from dataclasses import dataclass, field
 
 from .wire import Refusal, b64, tensors, where_of
@@ -122,37 +123,32 @@ def fields(d: dict) -> dict:
     return out
 
 
+_PLANS: "collections.OrderedDict[str, object]" = collections.OrderedDict()  # sha256 of the bytes -> Plan
+_PLANS_SIZE = 16
+_plans_lock = threading.Lock()
+
+
 def read_plan(raw: bytes):
+    """The plan in `raw`, with every plan-file check. A plan file read before (the same
+    bytes: the same sha256) is the same immutable Plan object, so the checks and the
+    admission's bounds (cached per plan object) are not paid again for a repeated plan."""
     from planc.ir.plan import Plan, PlanFormatError
 
+    key = hashlib.sha256(raw).hexdigest()
+    with _plans_lock:
+        if key in _PLANS:
+            _PLANS.move_to_end(key)
+            return _PLANS[key]
     try:
-        return Plan.from_bytes(raw)
+        plan = Plan.from_bytes(raw)
     except PlanFormatError as e:
         at = ", ".join(f"{k} {v}" for k, v in (("member", e.member), ("field", e.field)) if v)
         raise Refusal(400, "plan", f"field 'plan': {e}" + (f" ({at})" if at else "")) from None
-
-
-def rule_of(v, admission: bool) -> str:
-    """Which rule a policy Violation is: ops, attrs, reveal, limits.<key>."""
-    p = v.problem
-    for pat, rule in (("is not allowed by policy", "ops"), ("is outside what policy", "attrs"),
-                      ("more than max_nodes", "limits.max_nodes"), ("more than max_loop_trips",
-                                                                     "limits.max_loop_trips"),
-                      ("more than max_elements", "limits.max_elements"), ("of dealer material",
-                                                                          "limits.max_dealer_bytes"),
-                      ("of memory at", "limits.max_peak_bytes"), ("element operations", "limits.max_work")):
-        if pat in p:
-            if rule == "ops" and p.startswith("reveal to"):
-                return "reveal"
-            return rule
-    return "limits" if admission else "policy"
-
-
-def _accepts(fn, name) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
+    with _plans_lock:
+        _PLANS[key] = plan
+        while len(_PLANS) > _PLANS_SIZE:
+            _PLANS.popitem(last=False)
+    return plan
 
 
 def check(d: dict, *, me: str, role: str, policy, catalogue, rid: str) -> Submission:
@@ -192,16 +188,13 @@ def check(d: dict, *, me: str, role: str, policy, catalogue, rid: str) -> Submis
                                         f"worker is {me!r}")
         rank = list(parties).index(party)
     frac = settings(plan.meta)["frac_bits"]
-    kw = {"clients": tuple(clients)} if clients and _accepts(admit, "clients") else {}
-    if clients and not kw:
-        raise Refusal(501, "clients", "this worker's runtime does not support client parties yet")
     try:
         admit(g, policy, party="dealer" if rank == n else rank, constants=plan.constants, inputs=f["inputs"],
-              frac=frac, **kw)
+              frac=frac, clients=tuple(clients))
     except PolicyError as e:
         adm = isinstance(e, AdmissionError)
         vs = getattr(e, "violations", []) or []
-        rule = rule_of(vs[0], adm) if vs else ("limits" if adm else "policy")
+        rule = vs[0].rule if vs else ("limits" if adm else "policy")
         where = next((where_of(v.node) for v in vs if v.node is not None), None)
         raise Refusal(403, rule, str(e), where) from None
     if role != "dealer":

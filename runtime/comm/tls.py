@@ -244,6 +244,15 @@ def _tcp_bytes(s) -> tuple[int, int] | None:
     return sent, received
 
 
+def _no_delay(s):
+    """No Nagle: a round's small frames (hellos, a handshake's last flight, short shares)
+    must not wait for the peer's delayed ACK (40 ms on Linux) — gloo does the same."""
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+
+
 def _recv_exact(s, n) -> bytearray:
     """Setup only (the socket has a timeout then)."""
     buf = bytearray(n)
@@ -446,6 +455,7 @@ class TLSComm(Comm):
             s = None
             try:
                 raw = socket.create_connection((host, port), timeout=min(left, _HANDSHAKE_S))
+                _no_delay(raw)
                 s = ctx.wrap_socket(raw, do_handshake_on_connect=False)
                 s.do_handshake()
                 who = peer_name(s)
@@ -471,6 +481,7 @@ class TLSComm(Comm):
                     break
             try:
                 raw, addr = self.listener.sock.accept()
+                _no_delay(raw)
             except (socket.timeout, BlockingIOError):
                 continue
             except OSError:
