@@ -250,8 +250,21 @@ def load_target(ref: str):
     raise CliError(f"{ref} is a {kind}; expected a @planc.plan function, a function, an nn.Module or a Plan")
 
 
+def _onnx_plan(a):
+    """`planc trace model.onnx`: the model as a plan (planc.onnx.from_onnx)."""
+    from planc.onnx import OnnxImportError, from_onnx
+
+    if not a.owner:
+        raise CliError(f"{a.target}: an ONNX model needs --owner PARTY (who holds its weights)")
+    try:
+        return from_onnx(a.target, owner=a.owner, tag=a.tag or Path(a.target).stem, input_owner=a.input_owner,
+                         reveal_to=a.reveal_to, name=a.name)
+    except OnnxImportError as e:
+        raise CliError(str(e)) from None
+
+
 def cmd_trace(a):
-    plan = load_target(a.target)
+    plan = _onnx_plan(a) if a.target.endswith(".onnx") else load_target(a.target)
     if a.name:
         from dataclasses import replace
 
@@ -626,6 +639,16 @@ def cmd_ops(a):
     from planc.ir import ops
 
     con = _console()
+    if a.onnx:
+        from planc.onnx import coverage
+
+        t = Table(title="ONNX op types planc imports", title_justify="left")
+        for c in ("ONNX op", "planc ops", "opsets"):
+            t.add_column(c)
+        for op_type, row in coverage().items():
+            t.add_row(op_type, ", ".join(row["planc"]) or "(no op: folded or plumbing)", "%d..%d" % row["opsets"])
+        con.print(t)
+        return 0
     if a.torch:
         t = Table(title="torch functions, tensor methods, operators and nn modules planc lowers", title_justify="left")
         for c in ("kind", "torch", "planc ops"):
@@ -681,8 +704,12 @@ def build_parser():
     ap.add_argument("--version", action="version", version=_version())
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    p = sub.add_parser("trace", help="trace FILE.py:OBJECT into a plan file")
-    p.add_argument("target", metavar="FILE.py:OBJECT")
+    p = sub.add_parser("trace", help="trace FILE.py:OBJECT (or import MODEL.onnx) into a plan file")
+    p.add_argument("target", metavar="TARGET", help="FILE.py:OBJECT, or MODEL.onnx")
+    p.add_argument("--owner", metavar="P", help="MODEL.onnx: the party holding its weights (loads of TAG/<initializer>)")
+    p.add_argument("--tag", metavar="T", help="MODEL.onnx: the weights' tag prefix (default: the file's stem)")
+    p.add_argument("--input-owner", metavar="P", help="MODEL.onnx: the party holding its inputs (default: public run-time inputs)")
+    p.add_argument("--reveal-to", metavar="P", help="MODEL.onnx: the party its outputs are revealed to")
     p.add_argument("-o", "--output", required=True, help=OUT_HELP)
     p.add_argument("--name", type=_plan_name, help="name of the plan (default: the function's)")
     p.set_defaults(parser=p, fn=cmd_trace)
@@ -735,6 +762,7 @@ def build_parser():
     p = sub.add_parser("ops", help="list the op set; one op in full; or the torch functions planc lowers")
     p.add_argument("name", nargs="?", help="one op: signature, traits, torch sources, protocol, cost, bound, rules")
     p.add_argument("--torch", action="store_true", help="list supported torch functions, methods and nn modules")
+    p.add_argument("--onnx", action="store_true", help="list the ONNX op types planc imports and their planc ops")
     p.set_defaults(parser=p, fn=cmd_ops)
 
     from .cli_cluster import add_commands  # worker, dealer, certs, search, cluster
@@ -770,13 +798,20 @@ def check_usage(a):
             a.parser.error("--transport chooses how the processes of --local --processes talk; it needs --processes")
     if a.cmd == "ops" and a.name and a.torch:
         a.parser.error(f"give an op name or --torch, not both (`planc ops {a.name}` or `planc ops --torch`)")
+    if a.cmd == "trace" and not a.target.endswith(".onnx") and (a.owner or a.tag or a.input_owner or a.reveal_to):
+        a.parser.error("--owner, --tag, --input-owner and --reveal-to are for MODEL.onnx; in FILE.py say it "
+                       "with planc.load/planc.owned/planc.reveal")
+    if a.cmd == "ops" and a.onnx and (a.name or a.torch):
+        a.parser.error("--onnx lists the ONNX op types alone; give no op name or --torch with it")
 
 
 def check_arguments(a):
     """Before any work: every file to read exists (and has a type planc reads), every
     value planc can judge alone is valid, and every -o file can be created. CliError
     (exit 1) otherwise."""
-    if a.cmd == "trace":
+    if a.cmd == "trace" and a.target.endswith(".onnx"):
+        _need_file(a.target, "ONNX model")
+    elif a.cmd == "trace":
         _need_python(_split_target(a.target)[0])
     elif hasattr(a, "plan"):
         _need_file(a.plan)

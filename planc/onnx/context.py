@@ -11,8 +11,9 @@ lowering, one of
   alone, folded by onnx's own reference evaluator: Shape -> Gather -> Concat -> Reshape
   chains become a constant shape);
 - an ``Init``: a floating-point initializer, i.e. a weight. Used as an operand it
-  becomes a ``load`` of ``<tag>/<name>`` from the owner (never embedded in the plan); a
-  rule that needs it at import time cannot have it.
+  becomes a ``load`` of ``<tag>/<name>`` from the owner (never embedded in the plan). A
+  rule that needs a value at import time (an exponent, resize scales, a pad value) reads
+  it: that is architecture, fixed like an attribute, not a weight.
 
 Every node made for an ONNX node is located at it: ``Loc(model name, node index,
 module=node name, module_class=op type)``, printed ``loc("cnn.onnx":3 in "/conv1/Conv":
@@ -140,11 +141,9 @@ class Ctx:
     # ---- values
     def known(self, x, what: str) -> np.ndarray:
         """x's value at import time, or an error saying that `what` must be a constant."""
-        if isinstance(x, Known):
+        if isinstance(x, (Known, Init)):
             return x.array
-        if isinstance(x, Init):
-            raise self.error(f"{what} must be fixed at import time; initializer {x.name!r} is a weight")
-        raise self.error(f"{what} must be a constant, not a computed value")
+        raise self.error(f"{what} must be fixed at import time, not a computed value")
 
     def is_known(self, x) -> bool:
         return isinstance(x, Known)

@@ -93,7 +93,7 @@ def gelu_chains(model):
 
 def fusions(model):
     """(indices of nodes to skip, {index: rule run in place of the node's own})."""
-    skip, replace = set(), {}
+    skip, rules = set(), {}
     for last, (x, chain) in gelu_chains(model).items():
         skip.update(chain[:-1])
 
@@ -102,5 +102,5 @@ def fusions(model):
             cx.loc = replace(cx.loc, module_class="Div+Erf+Add+Mul+Mul (gelu)")
             return cx.emit("gelu", [cx.env[x]], {"approximate": "none"})
 
-        replace[last] = rule
-    return frozenset(skip), replace
+        rules[last] = rule
+    return frozenset(skip), rules
