@@ -44,7 +44,7 @@ from planc.ir.ops import OP
 
 from ..core import Shared, bound, protocol
 from .engine import Ctx, operand, thresholds
-from .log import _cheb_fit
+from .log import cheb_fit
 
 __all__ = ["erf", "gelu", "saturating"]
 
@@ -78,7 +78,7 @@ def band_coefficients(name: str):
     interpolant of f(c + u/2) in u on [-1, 1], c the band's centre."""
     f, L, *_ = FUNCTIONS[name]
     cuts = [float(t) for t in range(-L, L + 1)]
-    coeffs = [_cheb_fit(lambda u, c=c: f(c + 0.5 + u / 2), DEGREE) for c in cuts[:-1]]
+    coeffs = [cheb_fit(lambda u, c=c: f(c + 0.5 + u / 2), DEGREE) for c in cuts[:-1]]
     return cuts, coeffs
 
 

@@ -21,7 +21,7 @@ from planc.ir.ops import OP
 from ..core import Shared, bound, protocol
 from .engine import Ctx, operand, thresholds
 
-__all__ = ["log", "log_parts"]
+__all__ = ["cheb_fit", "log", "log_parts"]
 
 
 def _cheb_fit(fn, D: int):
@@ -31,6 +31,9 @@ def _cheb_fit(fn, D: int):
     nodes = np.cos(np.pi * (k + 0.5) / (D + 1))
     cheb = np.polynomial.chebyshev.chebfit(nodes, fn(nodes), D)
     return [float(c) for c in np.polynomial.chebyshev.cheb2poly(cheb)]
+
+
+cheb_fit = _cheb_fit  # public: gauss.py fits its bands the same way
 
 
 def _poly(ctx, t: Shared, coeffs, F: int = 20):
