@@ -242,6 +242,10 @@ class Cluster:
         """{daemon: its status (runs, uptime) | the ClusterError reaching it}."""
         return self._each(self.urls, lambda w: self._call(w, "GET", "/v1/status"))
 
+    def run_info(self, run_id: str, daemon: str) -> dict:
+        """One daemon's record of a run: state, error (node, party, line), counters, outputs."""
+        return self._call(daemon, "GET", f"/v1/runs/{run_id}")
+
     # ---- runs -------------------------------------------------------------------------------------
     def run(self, plan, *, data=None, inputs=(), parties: dict | None = None, timeout: float | None = None,
             run_id: str | None = None, progress=None) -> ClusterResult:
@@ -311,8 +315,8 @@ class Cluster:
             fetch = (lambda p: _reveals(self._call(who[p], "GET", f"/v1/runs/{rid}/reveals", raw=True))) \
                 if play is not None else None
             final = self._await_final(rid, order, who, timeout, say, fetch, set(g.parties[:n]))
-        except BaseException:
-            self._cancel(rid, order, who)
+        except BaseException as e:
+            self._cancel(rid, order, who, str(e) or type(e).__name__)
             raise
         failed = [(p, d) for p, d in final.items() if d["state"] != "done"]
         if failed:
@@ -391,10 +395,11 @@ class Cluster:
                         return final
         return final
 
-    def _cancel(self, rid, order, who):
+    def _cancel(self, rid, order, who, reason=None):
         def cancel(p):
             try:
-                self._call(who[p], "POST", f"/v1/runs/{rid}/cancel", timeout=5)
+                self._call(who[p], "POST", f"/v1/runs/{rid}/cancel", timeout=5,
+                           json={"reason": reason[:500]} if reason else None)
             except ClusterError:
                 pass
         self._each(order, cancel)

@@ -174,7 +174,12 @@ def make_app(daemon) -> FastAPI:
     async def cancel(request: Request, run_id: str):
         async def go():
             request.state.run_id = run_id
-            return daemon.cancel(peer(request), run_id)
+            raw = await read_body(request, daemon.cfg.max_body)
+            body = parse_body(raw) if raw.strip() else {}  # optional: {"reason": why the submitter cancels}
+            reason = body.get("reason") if isinstance(body, dict) else None
+            if reason is not None and not isinstance(reason, str):
+                raise Refusal(400, "body", "field 'reason': expected a string")
+            return daemon.cancel(peer(request), run_id, reason[:500] if reason else None)
         return await _guard(request, go)
 
     @app.get("/v1/pending")

@@ -133,15 +133,16 @@ class Daemon:
                            self.log)
         return self.run_view(run)
 
-    def cancel(self, who, run_id: str) -> dict:
+    def cancel(self, who, run_id: str, reason: str | None = None) -> dict:
         run = self.run_for(run_id, who)
+        why = f": {reason}" if reason else ""
         with self.table.lock:
             if run.state in ("pending_approval", "accepted", "new"):
                 execute.release(run)
-                run.error = {"rule": "cancel", "message": f"cancelled by {who}"}
+                run.error = {"rule": "cancel", "message": f"cancelled by {who}{why}"}
                 self.table.set_state(run, "cancelled", outcome="cancelled")
             elif run.state == "running":
-                run.cancel_reason = f"run {run_id} cancelled by {who}"
+                run.cancel_reason = f"run {run_id} cancelled by {who}{why}"
                 comm = run.comm
                 if comm is not None:
                     try:
@@ -150,7 +151,7 @@ class Daemon:
                         pass
             else:
                 raise Refusal(409, "state", f"run {run_id!r} has already ended ({run.state})")
-        self.log.event("cancelled", run_id=run_id, plan_hash=run.plan_hash, client=who)
+        self.log.event("cancelled", run_id=run_id, plan_hash=run.plan_hash, client=who, reason=reason)
         return self.run_view(run)
 
     def reveals(self, who, run_id: str):
