@@ -212,7 +212,47 @@ def run_local(plan, data=None, **kw):
     (`planc.save_data`) in place of its dict. Returns a LocalResult: ``.outputs[party]``
     (what each party holds at the end: tensors it may see, shares of secret outputs, None
     for what it does not hold), ``.stats[party]`` (rounds, bytes sent and received,
-    timings; the dealer's too) and ``.summary()`` (the table `planc run` prints)."""
+    timings; the dealer's too) and ``.summary()`` (the table `planc run` prints).
+
+    models: ``{party: {tag: model.onnx (path, bytes or ModelProto)}}`` links the plan's
+    ``load_model`` calls here as the workers do (planc/worker/linking.py): each call
+    replaced by the model's body, the party's data gaining its weights."""
     from planc.runtime.local import run_local as _run
 
-    return _run(_as_plan(plan), _read_data(data), **kw)
+    plan, data = _as_plan(plan), _read_data(data)
+    models = kw.pop("models", None)
+    if models:
+        plan, data = link_models(plan, data, models)
+    return _run(plan, data, **kw)
+
+
+def link_models(plan, data, models: dict):
+    """(linked plan, data with each owner's model weights) for run_local's models=."""
+    import os
+
+    from planc.onnx import OnnxModel, link, weights
+    from planc.onnx.context import read_model
+
+    g = plan.graph
+    data = {p: dict(d) for p, d in (data or {}).items()}
+    by_tag = {}
+    for party, ms in models.items():
+        if party not in g.parties:
+            raise ValueError(f"models for {party!r}, but the plan's parties are {', '.join(g.parties)}")
+        for tag, m in ms.items():
+            calls = [n for n in g.walk() if n.op == "call" and n.attr("tag") == tag]
+            if not calls:
+                raise ValueError(f"models: the plan calls no model {tag!r}")
+            if any(g.parties[n.attr("owner")] != party for n in calls):
+                raise ValueError(f"models: model {tag!r} is called from {g.parties[calls[0].attr('owner')]}, "
+                                 f"not {party}")
+            proto = read_model(m)
+            inits = {i.name for i in proto.graph.initializer}
+            names = [vi.name for vi in proto.graph.input if vi.name not in inits]
+            # the call's operands fix the model's symbolic dimensions (a batch)
+            shapes = {name: tuple(v.type.shape) for name, v in zip(names, calls[0].operands)}
+            om = OnnxModel.read(proto, input_shapes=shapes,
+                                name=os.path.basename(os.fspath(m)) if isinstance(m, (str, os.PathLike)) else None)
+            by_tag[tag] = om
+            data.setdefault(party, {}).update(weights(om, tag))
+    return link(plan, by_tag), data

@@ -71,11 +71,18 @@ class Entry:
     shape: tuple
     description: str = ""
     meta: dict = field(default_factory=dict, compare=False)
+    kind: str = "tensor"  # or "model": an ONNX model the worker links (its inputs and outputs, never its nodes)
+    inputs: tuple = ()  # a model's inputs: ({"name", "dtype", "shape"}, ...)
+    outputs: tuple = ()
 
     def shell(self):
         """``planc.load`` of this entry, with its shape and dtype: for tracing."""
         from .shells import load
 
+        if self.kind == "model":
+            raise ClusterError(self.worker, f"{self.tag!r} is a model: call it with planc.load_model({self.tag!r}, "
+                                            f"owner={self.worker!r}, output=..., input=...) (its inputs: "
+                                            f"{', '.join(str(i) for i in self.inputs)})")
         return load(self.tag, owner=self.worker, shape=self.shape, dtype=self.dtype)
 
 
@@ -224,7 +231,8 @@ class Cluster:
                 raise res
             for e in res["entries"]:
                 entries.append(Entry(w, e["tag"], e["dtype"], tuple(e["shape"]), e.get("description") or "",
-                                     e.get("meta") or {}))
+                                     e.get("meta") or {}, e.get("kind", "tensor"), tuple(e.get("inputs") or ()),
+                                     tuple(e.get("outputs") or ())))
         return entries
 
     def load(self, tag: str, worker: str | None = None):
@@ -407,9 +415,9 @@ class Cluster:
 
 def _run_error(who, failed, final) -> ClusterError:
     """The run's root failure: a party's own error rather than a peer's echo of it."""
-    def echo(d):
-        msg = ((d.get("error") or {}).get("message") or "")
-        return "failed:" in msg and msg.lstrip().startswith(("party ", "PeerFailed"))
+    def echo(d):  # a peer's failure seen from here, or a run cancelled after one: not the root
+        err = d.get("error") or {}
+        return err.get("type") in ("PeerFailed", "PeerTimeout", "Cancelled") or d["state"] == "cancelled"
     failed.sort(key=lambda pd: echo(pd[1]))
     p, d = failed[0]
     err = d.get("error") or {}

@@ -112,15 +112,22 @@ def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFA
     prepared: a DealerBatch made earlier by prepare_dealer for this plan (a daemon makes
     it while the other parties are still accepting): then only the sending is left."""
     _check_ranks(graph, comm, clients)
-    if prepared is None:
-        prepared = prepare_dealer(graph, comm.nparties, constants=constants, inputs=inputs, frac=frac, merge=merge,
-                                  lazy=lazy, policy=policy, clients=clients, check=comm.check)
-    elif prepared.nparties != comm.nparties:
-        raise ValueError(f"material made for {prepared.nparties} parties, the run has {comm.nparties}")
-    t0 = time.perf_counter()
     n = comm.nparties
-    for k in range(n):
-        comm.send_bytes(k, str(prepared.seeds[k]).encode())
+    if prepared is None:
+        admit(graph, policy, party="dealer", constants=constants or {}, inputs=inputs, merge=merge, lazy=lazy,
+              frac=frac, clients=clients)  # before anything is sent (cached: prepare_dealer's is free)
+        # the seeds first: a party that fails at its first node must not wait for all the material to fail
+        seeds = [prg.new_seed() for _ in range(n)]
+        for k in range(n):
+            comm.send_bytes(k, str(seeds[k]).encode())
+        prepared = prepare_dealer(graph, n, constants=constants, inputs=inputs, frac=frac, merge=merge,
+                                  lazy=lazy, policy=policy, clients=clients, check=comm.check, seeds=seeds)
+    elif prepared.nparties != n:
+        raise ValueError(f"material made for {prepared.nparties} parties, the run has {n}")
+    else:
+        for k in range(n):
+            comm.send_bytes(k, str(prepared.seeds[k]).encode())
+    t0 = time.perf_counter()
     comm.send_bytes(n - 1, json.dumps(prepared.head).encode())
     if prepared.corrections:
         comm.send_dealer_batch(n - 1, prepared.corrections)
@@ -138,7 +145,7 @@ class DealerBatch:
 
 
 def prepare_dealer(graph: Graph, nparties: int, *, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS,
-                   merge=True, lazy=True, policy=None, clients=(), check=None) -> DealerBatch:
+                   merge=True, lazy=True, policy=None, clients=(), check=None, seeds=None) -> DealerBatch:
     """Admit the plan as the dealer and make its material (no communicator needed: the
     material depends on the plan and fresh seeds only). check(where) may raise to stop."""
     if ncompute(graph, clients) != nparties:
@@ -151,7 +158,7 @@ def prepare_dealer(graph: Graph, nparties: int, *, constants=None, inputs=(), fr
     c0 = time.thread_time()
     t0 = time.perf_counter()
     warm_up()
-    seeds = [prg.new_seed() for _ in range(n)]
+    seeds = list(seeds) if seeds is not None else [prg.new_seed() for _ in range(n)]
     material = DealerMaterial(n, seeds, check=check)  # stops making material once check raises
     P = Party(rank=0, nparties=n, names=list(graph.parties[:n]), material=material, frac=frac, meta=True,
               integral_names=integral_names(graph, constants or {}), lazy=lazy,

@@ -10,8 +10,8 @@
     fuse.py        patterns lowered as one op (the exact gelu as Div/Erf/Add/Mul/Mul)
     errors.py      OnnxImportError: the node, its op type and opset, what planc has
 """
-from .api import OnnxModel, from_onnx, link  # noqa: F401
+from .api import OnnxModel, from_onnx, link, weights  # noqa: F401
 from .errors import OnnxImportError  # noqa: F401
 from .registry import DISPATCH, coverage, onnx_op  # noqa: F401
 
-__all__ = ["OnnxImportError", "OnnxModel", "coverage", "from_onnx", "link", "onnx_op"]
+__all__ = ["OnnxImportError", "OnnxModel", "coverage", "from_onnx", "link", "onnx_op", "weights"]

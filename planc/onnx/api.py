@@ -106,6 +106,21 @@ def from_onnx(model, *, owner: str, tag: str, parties=None, input_owner: str | N
     return Plan(graph, constants, {}, {})
 
 
+def weights(model, tag: str) -> dict:
+    """{``<tag>/<initializer>``: tensor} of a model's float initializers: the data its
+    owner supplies for the loads `emit` makes (a worker reads them from its catalogue)."""
+    import torch
+    from onnx import numpy_helper
+
+    m = model.model if isinstance(model, OnnxModel) else read_model(model)
+    out = {}
+    for init in m.graph.initializer:
+        a = numpy_helper.to_array(init)
+        if a.dtype.kind == "f":
+            out[f"{tag}/{init.name}"] = torch.from_numpy(a.copy())
+    return out
+
+
 def _plan_name(s: str) -> str:
     s = re.sub(r"\W", "_", s)
     return s if s and not s[0].isdigit() else "plan_" + s

@@ -9,6 +9,12 @@ a broken file is named before any run. Values are read when a run that loads the
 starts, and never leave the worker through the API: ``entries()`` and ``search()`` give
 metadata only.
 
+A model entry names an ``.onnx`` file: plans call it with ``planc.load_model(tag,
+owner=...)`` and this worker links it (planc/onnx/: the call replaced by the model's
+body, its float initializers loads of ``<tag>/<initializer>`` that only a linked plan may
+make); the listing shows the model's inputs and outputs, never its architecture. Models
+can also be added while the worker runs (``add_model``: an upload from an allowed client).
+
 dtypes are the IR's names (``f32``, ``f64``, ``i64``, ``i32``, ``bool``: ir/types.py), so
 an entry compares directly with a plan's ``load`` type; a file of another dtype (f16,
 u8) is listed under its own name and no plan can load it.
@@ -63,6 +69,92 @@ class Entry:
             return f.get_tensor(self.key)
 
 
+@dataclass(frozen=True)
+class ModelEntry:
+    """An ONNX model this worker holds: `model` the checked ModelProto (opset-converted,
+    shape-inferred), `inputs` [(name, dtype, shape)] (None for a symbolic dimension),
+    `outputs` [name], `weights` {initializer name: (dtype, shape)} of its float initializers."""
+
+    tag: str
+    owner: str
+    description: str
+    meta: dict
+    file: Path
+    model: object
+    inputs: tuple
+    outputs: tuple
+    weights: dict
+
+    kind = "model"
+
+    def public(self) -> dict:
+        """What the API shows: the model's inputs and outputs, never its nodes or weights."""
+        return {"tag": self.tag, "owner": self.owner, "kind": "model", "dtype": "model", "shape": [],
+                "inputs": [{"name": n, "dtype": d, "shape": [x if x is not None else "?" for x in sh]}
+                           for n, d, sh in self.inputs],
+                "outputs": list(self.outputs), "description": self.description, "meta": dict(self.meta)}
+
+    def weight(self, name: str):
+        """One float initializer as a tensor (a linked plan's load of ``<tag>/<name>``)."""
+        import torch
+        from onnx import numpy_helper
+
+        for init in self.model.graph.initializer:
+            if init.name == name:
+                return torch.from_numpy(numpy_helper.to_array(init).copy())
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class WeightEntry:
+    """A model's weight as a linked plan loads it: tag ``<model tag>/<initializer>``."""
+
+    tag: str
+    owner: str
+    dtype: str
+    shape: tuple
+    model: ModelEntry
+    name: str
+
+    kind = "weight"
+
+    def type_text(self) -> str:
+        return f"{self.dtype}[{','.join(map(str, self.shape))}]"
+
+    def load(self):
+        return self.model.weight(self.name)
+
+
+def read_model_entry(tag: str, owner: str, file: Path, description: str, meta: dict, data=None) -> ModelEntry:
+    """Read and check an ONNX model (from `file`, or from `data` bytes); OnnxImportError
+    when planc cannot import it."""
+    from onnx import numpy_helper
+
+    from planc.onnx import OnnxImportError
+    from planc.onnx.context import NP_TO_IR, ONNX_DTYPES, read_model
+
+    m = read_model(data if data is not None else file)  # checked, converted, shape-inferred
+    inits = {i.name for i in m.graph.initializer}
+    ins = []
+    for vi in m.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        dt = ONNX_DTYPES.get(tt.elem_type)
+        if dt is None:
+            raise OnnxImportError(f"input {vi.name!r}: element type {tt.elem_type} is not one planc reads")
+        # a symbolic dimension (a batch) is None here: a plan's call fixes it
+        shape = tuple(int(d.dim_value) if d.HasField("dim_value") else None for d in tt.shape.dim)
+        ins.append((vi.name, dt, shape))
+    weights = {}
+    for init in m.graph.initializer:
+        a = numpy_helper.to_array(init)
+        if a.dtype.kind == "f" and a.dtype.type in NP_TO_IR:
+            weights[init.name] = (NP_TO_IR[a.dtype.type], tuple(int(d) for d in a.shape))
+    return ModelEntry(tag, owner, description, dict(meta), file, m, tuple(ins), tuple(o.name for o in m.graph.output),
+                      weights)
+
+
 def _safetensors_header(path: Path, bad) -> dict:
     """The JSON header of a safetensors file, read without reading the tensors."""
     try:
@@ -87,6 +179,14 @@ def _safetensors_header(path: Path, bad) -> dict:
 def _read_entry(spec: EntrySpec, owner: str, source: str, index: int) -> Entry:
     def bad(problem):
         return ConfigError(source, f"catalogue[{index}] ({spec.tag}).file", f"{spec.file}: {problem}")
+
+    if spec.file.suffix == ".onnx":
+        from planc.onnx import OnnxImportError
+
+        try:
+            return read_model_entry(spec.tag, owner, spec.file, spec.description, spec.meta)
+        except OnnxImportError as e:
+            raise bad(f"not a model planc can import: {e}") from None
 
     if spec.file.suffix == ".npy":
         import numpy as np
@@ -119,7 +219,10 @@ def _read_entry(spec: EntrySpec, owner: str, source: str, index: int) -> Entry:
 
 class Catalogue:
     def __init__(self, entries):
+        import threading
+
         self._entries = {e.tag: e for e in entries}
+        self._lock = threading.Lock()  # uploads add models while runs read
 
     @classmethod
     def build(cls, specs, owner: str, source: str) -> "Catalogue":
@@ -131,8 +234,30 @@ class Catalogue:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, tag) -> Entry | None:
-        return self._entries.get(tag)
+    def get(self, tag, *, linked: bool = False):
+        """The entry of `tag`; with linked=True also a model's weight ``<model>/<init>``,
+        which only a plan this worker linked may load (a submitted plan cannot name one)."""
+        e = self._entries.get(tag)
+        if e is not None or not linked or "/" not in tag:
+            return e
+        for i in range(len(tag) - 1, 0, -1):  # the longest model tag that prefixes `tag`
+            if tag[i] == "/":
+                m = self._entries.get(tag[:i])
+                if isinstance(m, ModelEntry) and tag[i + 1:] in m.weights:
+                    d, sh = m.weights[tag[i + 1:]]
+                    return WeightEntry(tag, m.owner, d, sh, m, tag[i + 1:])
+        return None
+
+    def model(self, tag) -> ModelEntry | None:
+        e = self._entries.get(tag)
+        return e if isinstance(e, ModelEntry) else None
+
+    def add_model(self, entry: ModelEntry):
+        """A model uploaded while serving; KeyError when the tag is taken."""
+        with self._lock:
+            if entry.tag in self._entries:
+                raise KeyError(entry.tag)
+            self._entries = {**self._entries, entry.tag: entry}
 
     def tags(self) -> list:
         return sorted(self._entries)

@@ -29,7 +29,8 @@ DEFAULT_MAX_BODY = 64 * 2 ** 20
 MAX_THREADS = 256
 
 KEYS = ("name", "role", "listen", "address_file", "data_host", "policy", "approval", "clients", "admins", "peers",
-        "transport", "threads", "max_body", "log", "outputs_dir", "max_runs", "tls", "catalogue")
+        "transport", "threads", "max_body", "log", "outputs_dir", "max_runs", "tls", "catalogue", "uploads",
+        "models_dir", "serving")
 TLS_KEYS = ("cert", "key", "ca")
 ENTRY_KEYS = ("tag", "file", "key", "description", "meta")
 
@@ -67,6 +68,8 @@ class Config:
     clients: tuple = ()
     admins: tuple = ()
     peers: tuple = ()
+    uploads: tuple = ()  # identities that may upload models into the catalogue (POST /v1/models)
+    models_dir: Path | None = None  # where uploaded models are kept (default: outputs_dir/models)
     transport: str = "tls"
     threads: int = 1
     max_body: int = DEFAULT_MAX_BODY
@@ -77,6 +80,7 @@ class Config:
     key: Path | None = None
     ca: Path | None = None
     catalogue: tuple = ()  # EntrySpec
+    serving: object = None  # serving.ServingConfig: the [serving] table (None: no model serving)
     source: str = "command line"
 
     @property
@@ -86,7 +90,7 @@ class Config:
     def allowed(self, who: str | None) -> bool:
         """May `who` use this daemon's API at all (info, catalogue, submit)?"""
         return who is not None and (who == self.name or who in self.clients or who in self.admins
-                                    or who in self.peers)
+                                    or who in self.peers or who in self.uploads)
 
     def admin(self, who: str | None) -> bool:
         return who is not None and (who == self.name or who in self.admins)
@@ -187,9 +191,14 @@ def from_dict(d: dict, source: str, base: Path) -> Config:
     if approval not in APPROVALS:
         raise bad("approval", f"expected \"auto\" or \"manual\", got {show(approval)}")
     out["approval"] = approval
-    for k in ("clients", "admins", "peers"):
+    for k in ("clients", "admins", "peers", "uploads"):
         if k in d:
             out[k] = _identities(d[k], bad, k)
+    if "models_dir" in d:
+        p = _path(d["models_dir"], base, bad, "models_dir", exists=False)
+        if p.exists() and not p.is_dir() or not p.exists() and not p.parent.is_dir():
+            raise bad("models_dir", f"{d['models_dir']!r} is not a directory (nor can it be made in an existing one)")
+        out["models_dir"] = p
     transport = d.get("transport", "tls")
     if transport not in TRANSPORTS:
         raise bad("transport", f"expected \"tls\" (or \"gloo\", unauthenticated and unencrypted, for trusted "
@@ -233,6 +242,10 @@ def from_dict(d: dict, source: str, base: Path) -> Config:
         raise bad("catalogue", "the dealer holds no data: a dealer's configuration has no [[catalogue]]")
     out["catalogue"] = tuple(_entry(e, i, base, bad) for i, e in enumerate(cat))
     _unique_tags(out["catalogue"], bad)
+    if "serving" in d:
+        from .serving import parse_config
+
+        out["serving"] = parse_config(d["serving"], bad)
     return Config(**out)
 
 
@@ -249,13 +262,14 @@ def _entry(e: dict, i: int, base: Path, bad) -> EntrySpec:
         raise bad(f"{where}.tag", f"expected a tag (1 to 512 printable characters), got {show(tag)}")
     where = f"catalogue[{i}] ({tag})"
     f = _path(e["file"], base, bad, f"{where}.file")
-    if f.suffix not in (".safetensors", ".npy"):
-        raise bad(f"{where}.file", f"expected a .safetensors or .npy file, got {e['file']!r}")
+    if f.suffix not in (".safetensors", ".npy", ".onnx"):
+        raise bad(f"{where}.file", f"expected a .safetensors or .npy file (a tensor) or an .onnx file (a model), "
+                                   f"got {e['file']!r}")
     key = e.get("key")
     if key is not None and (not isinstance(key, str) or not key):
         raise bad(f"{where}.key", f"expected the tensor's name in the file (a string), got {show(key)}")
-    if key is not None and f.suffix == ".npy":
-        raise bad(f"{where}.key", "a .npy file holds one array: leave key out")
+    if key is not None and f.suffix in (".npy", ".onnx"):
+        raise bad(f"{where}.key", f"a {f.suffix} file is one entry: leave key out")
     desc = e.get("description", "")
     if not isinstance(desc, str) or len(desc) > 4096:
         raise bad(f"{where}.description", f"expected a string of at most 4096 characters, got {show(desc)}")

@@ -90,7 +90,7 @@ class Daemon:
     def run_view(self, run: Run) -> dict:
         return {"run_id": run.run_id, "state": run.state, "plan_hash": run.plan_hash, "party": run.sub.party,
                 "data_port": run.data_port, "error": run.error, "stats": run.stats, "outputs": run.outputs,
-                "started": run.started, "ended": run.ended, "outcome": run.outcome}
+                "started": run.started, "ended": run.ended, "outcome": run.outcome, "linked_hash": run.linked_hash}
 
     # ---- submitting ----------------------------------------------------------------
 

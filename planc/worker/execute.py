@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 import time
 
+from . import linking
 from .wire import Refusal
 
 
@@ -85,8 +86,9 @@ class Prepared:
 
 
 def prepare(run, policy):
-    """At acceptance: the dealer starts making the run's material."""
-    if run.sub.rank == len(run.sub.parties):
+    """At acceptance: the dealer starts making the run's material (for a plan that calls
+    a model, only once the architecture has come: at start)."""
+    if run.sub.rank == len(run.sub.parties) and run.sub.model_owner is None:
         run.prepared = Prepared(run, policy)
 
 
@@ -182,11 +184,14 @@ def _watch(comm, run):
     comm._check_peers = check_peers_
 
 
-def data_for(sub, catalogue) -> dict:
+def data_for(sub, catalogue, graph) -> dict:
+    """This party's loads of `graph` (the plan, or the plan it linked: then a model's
+    weights too) from its catalogue."""
     if catalogue is None:
         return {}
-    tags = {n.attr("tag") for n in sub.graph.loads() if n.attr("owner") == sub.rank}
-    return {t: catalogue.get(t).load() for t in sorted(tags)}
+    tags = {n.attr("tag") for n in graph.loads() if n.attr("owner") == sub.rank}
+    linked = graph is not sub.graph
+    return {t: catalogue.get(t, linked=linked).load() for t in sorted(tags)}
 
 
 def execute(run, cfg, identity, catalogue, policy, peers, table, log):
@@ -194,24 +199,34 @@ def execute(run, cfg, identity, catalogue, policy, peers, table, log):
     from planc.runtime.errors import ErrorRecord
     from planc.runtime.session import held, run_dealer, run_party
 
+    from planc.ir.policy import PolicyError
+
+    from .submit import read_plan, refusal_of
+
     sub = run.sub
     t0 = time.perf_counter()
-    comm = None
+    comm = graph = None
     try:
         comm = comm_for(run, cfg, identity, peers)
         run.comm = comm
         _watch(comm, run)
         connect_s = time.perf_counter() - t0
         clients = tuple(sub.clients)
+        plan = sub.plan
+        if sub.model_owner is not None:  # the owner's linked plan, sent over the mesh and checked (linking.py)
+            plan, run.linked_hash = linking.exchange(sub, comm, sub.linked_bytes, read_plan)
+            log.event("linked", run_id=sub.run_id, plan_hash=sub.plan_hash, linked_hash=run.linked_hash,
+                      party=sub.party, owner=sub.graph.parties[sub.model_owner])
+        graph = plan.graph
         if sub.rank == len(sub.parties):
             prepared = run.prepared.result(sub.timeout) if run.prepared is not None else None
-            timings = run_dealer(sub.graph, comm, constants=sub.plan.constants, inputs=sub.inputs, frac=sub.frac,
+            timings = run_dealer(graph, comm, constants=plan.constants, inputs=sub.inputs, frac=sub.frac,
                                  policy=policy, clients=clients, prepared=prepared)
             run.prepared = None
             outs = []
         else:
             reveals: dict = {}
-            outs, timings = run_party(sub.graph, comm, data=data_for(sub, catalogue), constants=sub.plan.constants,
+            outs, timings = run_party(graph, comm, data=data_for(sub, catalogue, graph), constants=plan.constants,
                                       inputs=sub.inputs, frac=sub.frac, policy=policy, clients=clients,
                                       client_shares=sub.client_shares, reveals_out=reveals)
             outs = [held(o) for o in outs]
@@ -231,11 +246,13 @@ def execute(run, cfg, identity, catalogue, policy, peers, table, log):
                 comm.fail(e)
             except Exception:  # noqa: BLE001
                 pass
+        if isinstance(e, PolicyError):  # the linked plan breaks this party's policy: its rule and ONNX node
+            e = refusal_of(e)
         if isinstance(e, Refusal):
             err = {"kind": "refused", "type": "Refusal", "party": sub.party, "node": None, "loc": None,
-                   "problem": e.message, "message": e.message, "cause": None, "rule": e.rule}
+                   "problem": e.message, "message": e.message, "cause": None, "rule": e.rule, "where": e.where}
         else:
-            err = ErrorRecord.of(e, sub.graph).to_json()
+            err = ErrorRecord.of(e, graph if graph is not None else sub.graph).to_json()
         stats = comm.stats.as_dict() if comm is not None else None
         table.set_state(run, "failed", outcome="cancelled" if isinstance(e, Cancelled) else "error", error=err,
                         stats=stats)

@@ -54,6 +54,7 @@ class Run:
     thread: threading.Thread | None = None
     cancel_reason: str | None = None
     prepared: object = None  # the dealer: execute.Prepared, its material made while the others accept
+    linked_hash: str | None = None  # a plan calling a model: the sha256 of the linked plan it ran
     version: int = 0
     waiters: list = field(default_factory=list)
 

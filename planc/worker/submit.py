@@ -25,6 +25,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 
+from . import linking
 from .wire import Refusal, b64, tensors, where_of
 
 RUN_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -47,6 +48,9 @@ class Submission:
     inputs: list = field(default_factory=list)
     client_shares: dict | None = None
     frac: int = 16
+    model_owner: int | None = None  # the rank whose models the plan calls (linking.py)
+    linked: object = None  # at that owner: the linked plan (planc.plans.Plan)
+    linked_bytes: bytes | None = None
 
     @property
     def graph(self):
@@ -154,8 +158,9 @@ def read_plan(raw: bytes):
 def check(d: dict, *, me: str, role: str, policy, catalogue, rid: str) -> Submission:
     """Every check after the run id (see the module docstring); the Submission."""
     from planc.ir.plan import settings
+    from planc.ir.policy import DEFAULT as DEFAULT_POLICY
     from planc.ir.policy import PolicyError
-    from planc.runtime.admission import AdmissionError, admit
+    from planc.runtime.admission import admit
 
     f = fields(d)
     plan = read_plan(f["plan"])
@@ -188,20 +193,35 @@ def check(d: dict, *, me: str, role: str, policy, catalogue, rid: str) -> Submis
                                         f"worker is {me!r}")
         rank = list(parties).index(party)
     frac = settings(plan.meta)["frac_bits"]
+    owner = linking.model_owner(g)  # a plan calling a model: linked by its owner (linking.py)
+    linked = linked_bytes = None
+    if owner is not None and rank == owner:
+        linked = linking.link_here(plan, rank, catalogue)
+        linked_bytes = linked.to_bytes()
     try:
-        admit(g, policy, party="dealer" if rank == n else rank, constants=plan.constants, inputs=f["inputs"],
-              frac=frac, clients=tuple(clients))
+        if owner is None or linked is not None:
+            admit(linked or g, policy, party="dealer" if rank == n else rank, constants=(linked or plan).constants,
+                  inputs=f["inputs"], frac=frac, clients=tuple(clients))
+        else:  # the architecture comes at start; what can be checked of the plan now is
+            (policy or DEFAULT_POLICY).check(g)
     except PolicyError as e:
-        adm = isinstance(e, AdmissionError)
-        vs = getattr(e, "violations", []) or []
-        rule = vs[0].rule if vs else ("limits" if adm else "policy")
-        where = next((where_of(v.node) for v in vs if v.node is not None), None)
-        raise Refusal(403, rule, str(e), where) from None
+        raise refusal_of(e) from None
     if role != "dealer":
         _catalogue(g, rank, catalogue)
     raw = f["plan"]
     return Submission(rid, plan, hashlib.sha256(raw).hexdigest(), party, rank, parties, clients, f["dealer"],
-                      f["timeout"], f["inputs"], f["client_shares"], frac)
+                      f["timeout"], f["inputs"], f["client_shares"], frac, owner, linked, linked_bytes)
+
+
+def refusal_of(e) -> Refusal:
+    """A PolicyError (or AdmissionError) as the worker's refusal: its first violation's
+    rule, the plan's line (for a linked model: the ONNX node)."""
+    from planc.runtime.admission import AdmissionError
+
+    vs = getattr(e, "violations", []) or []
+    rule = vs[0].rule if vs else ("limits" if isinstance(e, AdmissionError) else "policy")
+    where = next((where_of(v.node) for v in vs if v.node is not None), None)
+    return Refusal(403, rule, str(e), where)
 
 
 def _catalogue(g, rank: int, catalogue):

@@ -210,8 +210,11 @@ class Comm:
         self._send(dst, torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8))
         self._heard()
 
-    def recv_bytes(self, src: int) -> bytes:
+    def recv_bytes(self, src: int, max_bytes: int | None = None) -> bytes:
         n = int(self._recv(src, 8).view(torch.int64)[0])
+        if n < 0 or (max_bytes is not None and n > max_bytes):
+            raise CommError(f"party {self.names[self.rank]}: {self.names[src]} announced a message of {n:,} bytes "
+                            f"(at most {max_bytes:,} expected)")
         data = bytes(self._recv(src, n).numpy().tobytes()) if n else b""
         self._heard()
         return data
