@@ -250,6 +250,17 @@ class Cluster:
         """{daemon: its status (runs, uptime) | the ClusterError reaching it}."""
         return self._each(self.urls, lambda w: self._call(w, "GET", "/v1/status"))
 
+    def upload_model(self, tag: str, model, *, to: str, sample=None, description: str = "",
+                     opset: int = 17) -> dict:
+        """Store a model in worker `to`'s catalogue as ONNX, if its configuration allows
+        uploads from this client: `model` an ``.onnx`` path, its bytes, or a torch module
+        (exported here with `sample` as its example input, the first dimension a batch).
+        Plans then call it with ``planc.load_model(tag, owner=to, ...)``; `to` links it.
+        Returns the new catalogue entry (inputs and outputs, never the nodes)."""
+        data = _onnx_bytes(model, sample, opset)
+        body = {"tag": tag, "onnx": base64.b64encode(data).decode("ascii"), "description": description}
+        return self._call(to, "POST", "/v1/models", json=body, timeout=max(self.timeout, 60.0))
+
     def run_info(self, run_id: str, daemon: str) -> dict:
         """One daemon's record of a run: state, error (node, party, line), counters, outputs."""
         return self._call(daemon, "GET", f"/v1/runs/{run_id}")
@@ -412,6 +423,25 @@ class Cluster:
                 pass
         self._each(order, cancel)
 
+    # ---- serving a shared model (planc/serving.py) ------------------------------------------------
+    def share_model(self, model: str, *, owner: str, workers, timeout: float | None = None):
+        """`owner`'s worker secret-shares `model`'s weights across `workers`: a Handle."""
+        from .serving import share_model
+
+        return share_model(self, model, owner=owner, workers=workers, timeout=timeout)
+
+    def serve(self, handle, *, model, input_shape, max_requests: int | None = None, **kw):
+        """Serve a shared model (Handle or name) until `max_requests` queries: a Service."""
+        from .serving import serve
+
+        return serve(self, handle, model=model, input_shape=input_shape, max_requests=max_requests, **kw)
+
+    def stop_serving(self, handle_or_service, *, release: bool = True) -> dict:
+        """Stop the service(s) of a handle and release the model's shares."""
+        from .serving import stop
+
+        return stop(self, handle_or_service, release=release)
+
 
 def _run_error(who, failed, final) -> ClusterError:
     """The run's root failure: a party's own error rather than a peer's echo of it."""
@@ -442,6 +472,32 @@ def _reveals(raw: bytes) -> dict:
         else:
             out[name] = {"share": ts[name], "extra": int(h.get("extra", 0)), "dtype": h.get("dtype")}
     return out
+
+
+def _onnx_bytes(model, sample, opset) -> bytes:
+    """An ONNX file's bytes from a path, bytes, or a torch module exported with `sample`."""
+    import io
+    import os
+    import warnings
+
+    if isinstance(model, (bytes, bytearray)):
+        return bytes(model)
+    if isinstance(model, (str, os.PathLike)):
+        return Path(model).read_bytes()
+    if not isinstance(model, torch.nn.Module):
+        raise ClusterError(None, f"upload_model: expected an .onnx path, its bytes or a torch module, got "
+                                 f"{type(model).__name__}")
+    if sample is None:
+        raise ClusterError(None, "upload_model: a torch module needs sample= (an example input) to be exported")
+    samples = sample if isinstance(sample, tuple) else (sample,)
+    names = [f"input{i}" for i in range(len(samples))]
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes about its own internals
+        torch.onnx.export(model.eval(), samples, buf, dynamo=False, opset_version=opset, input_names=names,
+                          output_names=["output"], dynamic_axes={**{n: {0: "batch"} for n in names},
+                                                                 "output": {0: "batch"}})
+    return buf.getvalue()
 
 
 def _plan_bytes(plan) -> tuple[bytes, IRPlan]:

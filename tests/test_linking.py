@@ -45,7 +45,8 @@ def dep(tmp_path_factory):
     (d / "bob-policy.toml").write_text('name = "no-gelu"\n[ops]\ndeny = ["gelu"]\n')
     common = dict(ca=d / "certs" / "ca.pem", clients=["orch"], transport="tls")
     cfgs = {
-        "alice": wk.write_config(d / "alice.toml", name="alice", **ids["alice"], **common, catalogue=[
+        "alice": wk.write_config(d / "alice.toml", name="alice", **ids["alice"], **common, uploads=["orch"],
+                                 models_dir=str(d / "alice-models"), catalogue=[
             {"tag": "mlp", "file": str(d / "relu.onnx"), "description": "an MLP nobody else has seen"},
             {"tag": "mlpg", "file": str(d / "gelu.onnx"), "description": "the same with GELU"}]),
         "bob": wk.write_config(d / "bob.toml", name="bob", **ids["bob"], **common, policy=str(d / "bob-policy.toml"),
@@ -139,3 +140,25 @@ def test_run_local_links_the_same_plan(dep):
                           clients=["orch"])
     with torch.no_grad():
         assert torch.allclose(res.outputs["orch"][0], RELU(X), atol=2e-3)
+
+
+def test_upload_model_then_call_it(dep):
+    c = dep["cluster"]
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
+    e = c.upload_model("uploaded", net, to="alice", sample=torch.randn(1, 4), description="sent as ONNX")
+    assert e["kind"] == "model" and e["inputs"][0]["shape"] == ["?", 4] and e["meta"]["uploaded_by"] == "orch"
+    assert (dep["dir"] / "alice-models" / f"{e['meta']['sha256']}.onnx").stat().st_mode & 0o777 == 0o600
+    res = c.run(_plan("uploaded"), timeout=60)
+    with torch.no_grad():
+        assert torch.allclose(res.outputs[0], net(X), atol=2e-3)
+    with pytest.raises(ClusterError) as err:  # the tag is taken now
+        c.upload_model("uploaded", net, to="alice", sample=torch.randn(1, 4))
+    assert err.value.code == 409
+    with pytest.raises(ClusterError) as err:  # bob's configuration allows no uploads
+        c.upload_model("other", net, to="bob", sample=torch.randn(1, 4))
+    assert err.value.code == 403 and err.value.rule == "uploads"
+    with pytest.raises(ClusterError) as err:  # not a model
+        c.upload_model("junk", b"not onnx at all", to="alice")
+    assert err.value.code == 400 and err.value.rule == "model"
+    assert any(x["event"] == "model_uploaded" and x["tag"] == "uploaded" for x in dep["daemons"]["alice"].log_lines())

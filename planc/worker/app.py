@@ -16,6 +16,7 @@ Routes (all JSON unless said):
     GET  /v1/catalogue?q=TEXT          {worker, entries: [{tag, owner, dtype, shape, description, meta}]}
     GET  /v1/status                    {name, role, uptime_s, runs, active, pending}
     POST /v1/runs                      submit -> {run_id, state, plan_hash, data_port}
+    POST /v1/models                    upload an ONNX model into the catalogue (identities in `uploads`)
     POST /v1/runs/{id}/start           {peers: {rank: {host, port, identity}}} -> the run
     GET  /v1/runs/{id}?wait=S          the run (long-poll up to 30 s for a change of state)
     GET  /v1/runs/{id}/reveals         binary: the caller's (a client's) shares, once
@@ -180,6 +181,15 @@ def make_app(daemon) -> FastAPI:
             if reason is not None and not isinstance(reason, str):
                 raise Refusal(400, "body", "field 'reason': expected a string")
             return daemon.cancel(peer(request), run_id, reason[:500] if reason else None)
+        return await _guard(request, go)
+
+    @app.post("/v1/models")
+    async def upload_model(request: Request):
+        async def go():
+            from .uploads import upload
+
+            d = await json_body(request)
+            return await anyio.to_thread.run_sync(upload, daemon, peer(request), d)
         return await _guard(request, go)
 
     @app.get("/v1/pending")
