@@ -62,6 +62,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "from_onnx": ("planc.onnx.api", "from_onnx"),
     "Cluster": ("planc.cluster", "Cluster"),
     "ClusterError": ("planc.cluster", "ClusterError"),
+    "Client": ("planc.serving", "Client"),
+    "ServingError": ("planc.serving", "ServingError"),
 }
 
 __all__ = list(_LAZY)
@@ -79,6 +81,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below d
     from planc.compile import compile
     from planc.ir.policy import Policy, PolicyError
     from planc.cluster import Cluster, ClusterError
+    from planc.serving import Client, ServingError
     from planc.onnx.api import from_onnx
     from . import weights, datasets
     read_plan = Plan.read

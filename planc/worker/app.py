@@ -205,4 +205,7 @@ def make_app(daemon) -> FastAPI:
             return daemon.approve(peer(request), await json_body(request))
         return await _guard(request, go, allowed=False)
 
+    from .serving import add_routes  # serving a shared model: its routes (serving.py)
+
+    add_routes(app, daemon, guard=_guard, json_body=json_body, read_body=read_body, peer=peer)
     return app

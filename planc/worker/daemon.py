@@ -45,6 +45,9 @@ class Daemon:
         self.policy_sha256 = policy_sha256
         self.log = log
         self.table = RunTable(cfg.max_runs, log)
+        from .serving import Table as ServingTable
+
+        self.serving = ServingTable(self)  # model shares and services (serving.py)
         self.t0 = time.time()
         self.version = _version()
         self._stop = threading.Event()
@@ -254,4 +257,5 @@ class Daemon:
             t.join(max(0.0, end - time.monotonic()))
         for r in self.table.all():
             execute.release(r)
+        self.serving.shutdown()
         self.log.event("stopped", runs=len(self.table.all()))

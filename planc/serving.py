@@ -1,0 +1,358 @@
+"""A secret-shared model served to clients: the orchestrator's and the client's side.
+
+    handle = cluster.share_model("cnn", owner="alice", workers=["w1", "w2", "w3"])
+    svc = cluster.serve(handle, model=SeedCNN(), input_shape=(1, 28, 28), max_requests=3)
+    logits = planc.Client(cluster).query("cnn", image)       # f32[1, 10], seen by this client only
+    svc.stop()                                               # the mesh and every share released
+
+- ``share_model``: asks the model owner's worker to secret-share the weights it holds
+  under ``<model>/<param>`` across the serving workers; the owner's daemon sends each
+  worker its share itself (planc/worker/serving.py). This side gets a ``Handle``: the
+  handle, the workers, the weights' shapes — no value, no share.
+- ``serve``: traces the (public) architecture once per batch size (1, 2, 4, ... up to
+  ``max_batch``) with the weights as ``load``s of ``<model>/<param>`` owned by the model
+  owner — a *client* party of these plans, whose shares come from the stored state — and
+  the batch as a load owned by the ``client`` party, revealed to it; ships the plans to
+  the serving workers and the dealer, which check each against their own policies, open
+  the service's mesh and answer queries until the request limit, a stop or a fault.
+- ``Client.query``: encodes x in fixed point, splits it into one additive share per
+  serving worker and POSTs each its share (in parallel); each answers with its share of
+  the logits for this query only; their sum, decoded, is the answer.
+
+Every call has a timeout; a refusal or a failure is a ``ServingError`` naming the worker
+(and the party the service lost, when one was lost).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+import uuid
+from dataclasses import dataclass
+
+import httpx
+import torch
+
+from .cluster import ClusterError
+
+WINDOW_MS = 5.0  # the leader's batching window: queries within it of the first share one run
+MAX_BATCH = 16
+
+
+class ServingError(ClusterError):
+    """A query or service call refused or failed: `worker`, `rule`, the message."""
+
+
+@dataclass
+class Handle:
+    """A model's shares at the serving workers (from ``share_model``)."""
+
+    handle: str
+    model: str
+    owner: str
+    workers: list
+    tags: dict  # tag -> {"dtype", "shape"}
+    frac: int = 16
+
+    def __str__(self):
+        return self.handle
+
+
+def share_model(cluster, model: str, *, owner: str, workers, timeout: float | None = None) -> Handle:
+    """The owner's worker shares model `model` across `workers` (2 to 8 names, in rank
+    order); the first one leads the services on it."""
+    workers = list(workers)
+    bad = [w for w in [owner, *workers] if w not in cluster.workers]
+    if bad:
+        raise ServingError(bad[0], f"not a worker of this cluster (workers: {', '.join(cluster.workers)})")
+    if owner in workers:
+        raise ServingError(owner, "the model owner cannot also serve its own model's shares: choose other workers")
+    d = cluster._call(owner, "POST", f"/v1/models/{model}/share", json={"workers": {w: cluster.urls[w] for w in workers}},
+                      timeout=timeout or cluster.timeout)
+    h = Handle(d["handle"], d["model"], d["owner"], d["workers"], d["tags"], d.get("frac", 16))
+    cluster.__dict__.setdefault("_handles", {})[h.handle] = h
+    return h
+
+
+def _handle(cluster, h) -> Handle:
+    if isinstance(h, Handle):
+        return h
+    known = cluster.__dict__.get("_handles", {})
+    if h in known:
+        return known[h]
+    hits = [x for x in known.values() if x.model == h]
+    if hits:
+        return hits[-1]
+    raise ServingError(None, f"no shared model {h!r} (share it first with cluster.share_model)")
+
+
+def _sizes(max_batch: int) -> list:
+    out, b = [], 1
+    while b < max_batch:
+        out.append(b)
+        b *= 2
+    return out + [max_batch]
+
+
+def plans_for(h: Handle, model: torch.nn.Module, input_shape, sizes) -> dict:
+    """{batch size: plan-file bytes} of the served model (see the module docstring)."""
+    from . import shells
+    from .api import trace
+
+    parties = [*h.workers, h.owner, "client"]
+    out = {}
+    for b in sizes:
+        def fn():
+            x = shells.load("query", owner="client", shape=(b, *input_shape))
+            net = shells.owned(model, owner=h.owner, tag=h.model)
+            return shells.reveal(net(x), to="client")
+        out[b] = trace(fn, parties=parties).to_bytes()
+    return out
+
+
+class Service:
+    """A running service: ``info()``, ``stop()`` (also releases the shares)."""
+
+    def __init__(self, cluster, h: Handle, sid: str, limit: int, input_shape):
+        self.cluster, self.handle, self.service_id, self.limit = cluster, h, sid, limit
+        self.input_shape = tuple(input_shape)
+        self.daemons = [*h.workers, cluster.dealer_name]
+
+    def info(self, worker: str | None = None) -> dict:
+        return self.cluster._call(worker or self.handle.workers[0], "GET", f"/v1/services/{self.service_id}")
+
+    def stop(self, *, release: bool = True, timeout: float = 30.0) -> dict:
+        """Stop serving (the leader tells every rank; the mesh closes) and, with `release`,
+        drop the model's shares at every serving worker. {daemon: final view or error}."""
+        return stop(self.cluster, self, release=release, timeout=timeout)
+
+    def __repr__(self):
+        return f"<Service {self.service_id} of {self.handle.model} on {', '.join(self.handle.workers)}>"
+
+
+def serve(cluster, handle, *, model: torch.nn.Module, input_shape, max_requests: int | None = None,
+          max_batch: int = MAX_BATCH, window_ms: float = WINDOW_MS, timeout: float = 60.0) -> Service:
+    """Start serving `handle` (a Handle or the model's name): returns once every serving
+    worker and the dealer have accepted the plans and joined the service's mesh."""
+    h = _handle(cluster, handle)
+    input_shape = tuple(int(s) for s in input_shape)
+    sizes = _sizes(max_batch)
+    raw = plans_for(h, model, input_shape, sizes)
+    import base64
+
+    sid = f"{h.model}-{uuid.uuid4().hex[:10]}"
+    body = {"service_id": sid, "handle": h.handle, "model": h.model, "owner": h.owner, "workers": h.workers,
+            "dealer": cluster.dealer_name, "input_shape": list(input_shape), "max_requests": max_requests,
+            "window_ms": window_ms, "timeout": timeout,
+            "plans": {str(b): base64.b64encode(r).decode("ascii") for b, r in raw.items()}}
+    daemons = [*h.workers, cluster.dealer_name]
+    got = cluster._each(daemons, lambda w: cluster._call(w, "POST", "/v1/services", json=body, timeout=timeout))
+    errors = [e for e in got.values() if isinstance(e, ClusterError)]
+    svc = Service(cluster, h, sid, 0, input_shape)
+    if errors:
+        stop(cluster, svc, release=False, timeout=10.0)
+        raise errors[0]
+    limit = min(g["limit"] for g in got.values())
+    svc.limit = limit
+    peers = {str(r): {"host": _host(cluster.urls[w]), "port": got[w]["data_port"], "identity": w}
+             for r, w in enumerate(daemons)}
+    res = cluster._each(daemons, lambda w: cluster._call(w, "POST", f"/v1/services/{sid}/start",
+                                                         json={"peers": peers, "limit": limit}))
+    errors = [e for e in res.values() if isinstance(e, ClusterError)]
+    if errors:
+        stop(cluster, svc, release=False, timeout=10.0)
+        raise errors[0]
+    end = time.monotonic() + timeout
+    for w in daemons:
+        while True:
+            v = cluster._call(w, "GET", f"/v1/services/{sid}", params={"wait": 5.0, "while": "accepted"},
+                              timeout=5.0 + cluster.timeout)
+            if v["state"] == "serving" or v["state"] in ("done", "stopped", "failed"):
+                break
+            if time.monotonic() > end:
+                stop(cluster, svc, release=False, timeout=10.0)
+                raise ServingError(w, f"service {sid} did not start within {timeout:g} s (still {v['state']})",
+                                   rule="timeout")
+        if v["state"] != "serving":
+            raise ServingError(w, f"service {sid} {v['state']}: {v.get('error') or v.get('why')}", rule="service")
+    return svc
+
+
+def stop(cluster, svc_or_handle, *, release: bool = True, timeout: float = 30.0) -> dict:
+    """Stop the service (or every service this cluster started on a handle) and release
+    the shares. Unreachable daemons are reported, not raised: {daemon: view | error}."""
+    svc = svc_or_handle if isinstance(svc_or_handle, Service) else None
+    h = svc.handle if svc is not None else _handle(cluster, svc_or_handle)
+    out = {}
+    sids = [svc.service_id] if svc is not None else _services_of(cluster, h)
+    daemons = [*h.workers, cluster.dealer_name]
+    for sid in sids:
+        cluster._each(daemons[:1], lambda w: cluster._call(w, "POST", f"/v1/services/{sid}/stop", json={}, timeout=10))
+        cluster._each(daemons[1:], lambda w: cluster._call(w, "POST", f"/v1/services/{sid}/stop", json={}, timeout=10))
+        end = time.monotonic() + timeout
+
+        def final(w):
+            while True:
+                v = cluster._call(w, "GET", f"/v1/services/{sid}", params={"wait": 2.0, "while": "serving"}, timeout=12)
+                if v["state"] in ("done", "stopped", "failed") or time.monotonic() > end:
+                    return v
+
+        out.update(cluster._each(daemons, final))
+    if release:
+        rel = cluster._each(h.workers, lambda w: cluster._call(w, "POST", f"/v1/serving/state/{h.handle}/release",
+                                                               json={}, timeout=10))
+        for w, r in rel.items():
+            out.setdefault(w, {})
+            if isinstance(out[w], dict):
+                out[w] = {**out[w], "released": r if isinstance(r, ClusterError) else r.get("released")}
+        cluster.__dict__.get("_handles", {}).pop(h.handle, None)
+    return out
+
+
+def _services_of(cluster, h: Handle) -> list:
+    try:
+        d = cluster._call(h.workers[0], "GET", "/v1/serving")
+    except ClusterError:
+        return []
+    return [s["service_id"] for s in d["services"] if s["handle"] == h.handle and s["state"] in ("accepted", "serving")]
+
+
+def _transport(ctx) -> httpx.HTTPTransport:
+    """HTTPS with TCP_NODELAY: a request's headers and body are two TLS records, and without
+    it the second waits for the server's delayed ACK (40 ms on Linux) — most of a query."""
+    import socket
+
+    return httpx.HTTPTransport(verify=ctx, limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+                               socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+
+
+def _host(url: str) -> str:
+    return httpx.URL(url).host
+
+
+class Client:
+    """Queries a served model: ``Client(cluster).query("cnn", x)``. identity: {"cert",
+    "key", "ca"} files (default: the cluster's own)."""
+
+    def __init__(self, cluster, identity: dict | None = None, *, timeout: float = 30.0, threads: int = 16):
+        from planc.runtime.comm.tls import Identity
+
+        self.cluster, self.timeout = cluster, timeout
+        self.urls = dict(cluster.urls)
+        ident = Identity(identity["cert"], identity["key"], identity["ca"]) if identity else cluster.identity
+        self.name = ident.name
+        self._ctx = ident.client_context()
+        self._http: dict[str, httpx.Client] = {}
+        self._services: dict[str, dict] = {}
+        self._pool = cf.ThreadPoolExecutor(max_workers=max(3, threads), thread_name_prefix="planc-query")
+
+    def _client(self, w) -> httpx.Client:
+        c = self._http.get(w)
+        if c is None:
+            c = self._http[w] = httpx.Client(base_url=self.urls[w], timeout=self.timeout, transport=_transport(self._ctx))
+        return c
+
+    def service(self, model: str, *, refresh: bool = False) -> dict:
+        """The serving service of `model` as its workers describe it (cached)."""
+        if not refresh and model in self._services:
+            return self._services[model]
+        seen = []
+        for w in self.cluster.workers:
+            try:
+                r = self._client(w).get("/v1/serving", timeout=self.timeout)
+            except httpx.HTTPError:
+                continue
+            if r.status_code != 200:
+                continue
+            for s in r.json()["services"]:
+                if s["model"] == model:
+                    seen.append(s)
+                    if s["state"] == "serving":
+                        self._services[model] = s
+                        return s
+        if seen:
+            s = seen[-1]
+            raise ServingError(s["workers"][0], f"model {model!r}: service {s['service_id']} is {s['state']} "
+                                                f"({s.get('error') or s.get('why')})", rule="service")
+        raise ServingError(None, f"no worker serves model {model!r}")
+
+    def query(self, model: str, x: torch.Tensor, *, timeout: float | None = None) -> torch.Tensor:
+        """The model's output for one sample x (float32, the service's input shape, or with
+        a leading 1): f32[1, ...]. Refused here, before anything is sent, if x does not fit."""
+        from planc.runtime import fixed, prg
+        from planc.worker.wire import message, read_message
+
+        s = self.service(model)
+        row = tuple(s["input_shape"])
+        if not isinstance(x, torch.Tensor):
+            raise ServingError(None, f"query of {model!r}: expected a torch.Tensor, got {type(x).__name__}",
+                               rule="input")
+        if x.dtype != torch.float32:
+            raise ServingError(None, f"query of {model!r}: dtype {str(x.dtype).replace('torch.', '')}; the service "
+                                     f"takes float32 of shape {list(row)}", rule="dtype")
+        if tuple(x.shape) not in (row, (1, *row)):
+            raise ServingError(None, f"query of {model!r}: shape {list(x.shape)}; the service takes one sample of "
+                                     f"shape {list(row)} (or {[1, *row]})", rule="shape")
+        e = fixed.encode(x.reshape(1, *row), s["frac"])
+        workers = s["workers"]
+        n = len(workers)
+        seed, rest, parts = prg.new_seed(), torch.zeros_like(e), []
+        for i in range(n - 1):
+            r = prg.ring(seed, "query", i, tuple(e.shape))
+            parts.append(r)
+            rest += r
+        parts.append(e - rest)
+        qid = uuid.uuid4().hex
+        wait = timeout or self.timeout
+        sid = s["service_id"]
+
+        def send(i):
+            w = workers[i]
+            try:
+                r = self._client(w).post(f"/v1/services/{sid}/query", content=message({"qid": qid}, {"x": parts[i]}),
+                                         timeout=wait + 5.0)
+            except httpx.HTTPError as err:
+                raise ServingError(w, f"unreachable at {self.urls[w]}: {type(err).__name__}: {err}",
+                                   rule="connection") from None
+            if r.status_code >= 400:
+                try:
+                    d = r.json()["error"]
+                except Exception:  # noqa: BLE001
+                    raise ServingError(w, f"HTTP {r.status_code}: {r.text[:300]}", code=r.status_code) from None
+                raise ServingError(d.get("worker") or w, d.get("message", ""), rule=d.get("rule"), code=r.status_code)
+            return read_message(r.content)
+
+        futs = [self._pool.submit(send, i) for i in range(n)]
+        got, errors = [], []
+        for f in futs:
+            try:
+                got.append(f.result(timeout=wait + 10.0))
+            except ServingError as err:
+                errors.append(err)
+            except cf.TimeoutError:
+                errors.append(ServingError(None, f"no answer within {wait + 10:g} s", rule="timeout"))
+        if errors:
+            self._services.pop(model, None)
+            # a survivor's account (it names the party lost) before a dead worker's unreachability
+            errors.sort(key=lambda err: err.rule == "connection")
+            raise errors[0]
+        extra = {h["extra"] for h, _ in got}
+        if len(extra) != 1:
+            raise ServingError(None, "the workers' answers disagree in scale", rule="answer")
+        total = torch.zeros_like(got[0][1]["y"])
+        for _, ts in got:
+            total += ts["y"]
+        self.last = {"batch": got[0][0].get("batch"), "size": got[0][0].get("size"),
+                     "server_s": {w: h.get("server_s") for w, (h, _) in zip(workers, got)}}
+        return fixed.decode(total, s["frac"] + extra.pop(), torch.float32)
+
+    def close(self):
+        for c in self._http.values():
+            c.close()
+        self._http.clear()
+        self._pool.shutdown(wait=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
