@@ -148,7 +148,7 @@ def test_upload_model_then_call_it(dep):
     net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
     e = c.upload_model("uploaded", net, to="alice", sample=torch.randn(1, 4), description="sent as ONNX")
     assert e["kind"] == "model" and e["inputs"][0]["shape"] == ["?", 4] and e["meta"]["uploaded_by"] == "orch"
-    assert (dep["dir"] / "alice-models" / f"{e['meta']['sha256']}.onnx").stat().st_mode & 0o777 == 0o600
+    assert (dep["dir"] / "alice-models" / f"uploaded-{e['meta']['sha256'][:12]}.onnx").stat().st_mode & 0o777 == 0o600
     res = c.run(_plan("uploaded"), timeout=60)
     with torch.no_grad():
         assert torch.allclose(res.outputs[0], net(X), atol=2e-3)

@@ -84,14 +84,18 @@ def _reshape(cx, n, xs):
     return cx.emit("reshape", [x], {"shape": tuple(shape)})
 
 
-@onnx_op("Flatten", OP.reshape)
+@onnx_op("Flatten", OP.flatten, OP.reshape)
 def _flatten(cx, n, xs):
     x = cx.value(xs[0])
     ax = int(attrs(n).get("axis", 1))
     ax = ax % (x.type.rank + 1) if ax < 0 else ax
     s = x.type.shape
     shape = (int(np.prod(s[:ax])), int(np.prod(s[ax:])))
-    return x if shape == s else cx.emit("reshape", [x], {"shape": shape})
+    if shape == s:
+        return x
+    if ax == 1 and x.type.rank >= 2:  # what nn.Flatten exports: planc's flatten, as a policy knows it
+        return cx.emit("flatten", [x], {"start": 1, "end": x.type.rank - 1})
+    return cx.emit("reshape", [x], {"shape": shape})
 
 
 @onnx_op("Transpose", OP.permute)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import threading
 
 from .wire import Refusal, where_of
 
@@ -51,9 +52,32 @@ def model_owner(graph) -> int | None:
     return owners[0] if owners else None
 
 
+_LINKED: "collections.OrderedDict" = collections.OrderedDict()  # (plan object, models) -> linked plan
+_LINKED_SIZE = 16
+_linked_lock = threading.Lock()
+
+
 def link_here(plan, rank: int, catalogue):
     """The owner's side at submission: the linked plan (planc.plans.Plan), or a Refusal
-    naming the call, the model and what does not fit."""
+    naming the call, the model and what does not fit. The same plan (submit.py reads a
+    repeated plan file once) with the same models gives the same linked plan object, so
+    its admission is not paid again."""
+    key = (id(plan), tuple((n.attr("tag"), id(catalogue.model(n.attr("tag")) if catalogue else None))
+                           for n in calls(plan.graph)))
+    with _linked_lock:
+        hit = _LINKED.get(key)
+        if hit is not None and hit[0] is plan:
+            _LINKED.move_to_end(key)
+            return hit[1]
+    linked = _link(plan, rank, catalogue)
+    with _linked_lock:
+        _LINKED[key] = (plan, linked)
+        while len(_LINKED) > _LINKED_SIZE:
+            _LINKED.popitem(last=False)
+    return linked
+
+
+def _link(plan, rank: int, catalogue):
     from planc.onnx import OnnxImportError, OnnxModel, link
     from planc.plans import Plan
 

@@ -3,7 +3,7 @@
 A client may upload only when the worker's configuration names it in ``uploads`` (the
 owner's choice, as a policy is); the model must be one planc imports (every node mapped,
 planc/onnx/), under a tag the catalogue does not have yet. It is written to the worker's
-``models_dir`` (default ``outputs_dir/models``) as ``<sha256>.onnx``, readable by the
+``models_dir`` (default ``outputs_dir/models``) as ``<tag>-<sha256 prefix>.onnx``, readable by the
 worker only, and joins the catalogue as a model entry: plans then call it with
 ``planc.load_model(tag, owner=<this worker>, ...)`` and this worker links it. The upload
 is logged with who sent it and the file's sha256.
@@ -42,7 +42,7 @@ def upload(daemon, who: str, body) -> dict:
         raise Refusal(409, "catalogue", f"{cfg.name} has an entry {tag!r} already")
     digest = hashlib.sha256(data).hexdigest()
     where = cfg.models_dir or (cfg.outputs_dir / "models")
-    path = where / f"{digest}.onnx"
+    path = where / f"{tag}-{digest[:12]}.onnx"  # the name its nodes' locations show
     try:
         entry = read_model_entry(tag, cfg.name, path, desc, {"uploaded_by": who, "sha256": digest}, data=data)
     except OnnxImportError as e:
