@@ -168,13 +168,7 @@ def main(argv=None):
             Path(a.json).parent.mkdir(parents=True, exist_ok=True)
             Path(a.json).write_text(json.dumps(out, indent=2))
     finally:
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(15)
-            except Exception:  # noqa: BLE001
-                p.kill()
+        demo.stop(procs)
 
 
 if __name__ == "__main__":

@@ -167,13 +167,19 @@ def main(argv=None):
                   f"  kill {' '.join(str(p.pid) for p in procs.values())}")
             procs = {}
     finally:
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
+
+
+def stop(procs: dict):
+    """SIGTERM every daemon (they shut down cleanly), then SIGKILL what is left after 15 s."""
+    for p in procs.values():
+        p.terminate()
+    for p in procs.values():
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
 
 
 if __name__ == "__main__":

@@ -114,16 +114,11 @@ def main(argv=None):
         cluster = planc.Cluster.from_config(demo.write_cluster(work, addrs))
         r = cluster.run(plan)
         agree = (r.outputs[0].argmax(1) == want.argmax(1)).float().mean().item()
-        print(f"\nbob restarted; the next run on the same alice and dealer: {r.run_id} done in {r.wall_s * 1000:.0f} ms (bob's first, cold), "
+        print(f"\nbob restarted; the next run on the same alice and dealer: {r.run_id} done in "
+              f"{r.wall_s * 1000:.0f} ms (bob's first, cold), "
               f"argmax agreement {agree:.2%}")
     finally:
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(15)
-            except Exception:  # noqa: BLE001
-                p.kill()
+        demo.stop(procs)
 
 
 if __name__ == "__main__":

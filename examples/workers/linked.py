@@ -101,13 +101,7 @@ def main(argv=None):
             print(f"a model whose architecture breaks bob's policy: {err}")
         cluster.close()
     finally:
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(15)
-            except Exception:  # noqa: BLE001
-                p.kill()
+        demo.stop(procs)
 
 
 if __name__ == "__main__":
