@@ -32,14 +32,23 @@ from dataclasses import dataclass
 import httpx
 import torch
 
-from .cluster import ClusterError
-
 WINDOW_MS = 5.0  # the leader's batching window: queries within it of the first share one run
 MAX_BATCH = 16
 
 
-class ServingError(ClusterError):
-    """A query or service call refused or failed: `worker`, `rule`, the message."""
+class ServingError(RuntimeError):
+    """A query refused or failed, or a service that would not start: `worker`, `rule`,
+    `where`, `code`, `problem`, like ClusterError (which the control calls of share_model,
+    serve and stop raise as planc.Cluster does; this module does not import planc.cluster,
+    which delegates to it)."""
+
+    def __init__(self, worker: str | None, message: str, *, rule: str | None = None, where: str | None = None,
+                 code: int | None = None):
+        self.worker, self.rule, self.where, self.code, self.problem = worker, rule, where, code, message
+        head = f"worker {worker}" if worker else "client"
+        if rule:
+            head += f" refused ({rule})" if code and 400 <= code < 500 else f" ({rule})"
+        super().__init__(f"{head}: {message}")
 
 
 @dataclass
@@ -146,7 +155,7 @@ def serve(cluster, handle, *, model: torch.nn.Module, input_shape, max_requests:
             "plans": {str(b): base64.b64encode(r).decode("ascii") for b, r in raw.items()}}
     daemons = [*h.workers, cluster.dealer_name]
     got = cluster._each(daemons, lambda w: cluster._call(w, "POST", "/v1/services", json=body, timeout=timeout))
-    errors = [e for e in got.values() if isinstance(e, ClusterError)]
+    errors = [e for e in got.values() if isinstance(e, Exception)]
     svc = Service(cluster, h, sid, 0, input_shape)
     if errors:
         stop(cluster, svc, release=False, timeout=10.0)
@@ -157,7 +166,7 @@ def serve(cluster, handle, *, model: torch.nn.Module, input_shape, max_requests:
              for r, w in enumerate(daemons)}
     res = cluster._each(daemons, lambda w: cluster._call(w, "POST", f"/v1/services/{sid}/start",
                                                          json={"peers": peers, "limit": limit}))
-    errors = [e for e in res.values() if isinstance(e, ClusterError)]
+    errors = [e for e in res.values() if isinstance(e, Exception)]
     if errors:
         stop(cluster, svc, release=False, timeout=10.0)
         raise errors[0]
@@ -174,6 +183,11 @@ def serve(cluster, handle, *, model: torch.nn.Module, input_shape, max_requests:
                                    rule="timeout")
         if v["state"] != "serving":
             raise ServingError(w, f"service {sid} {v['state']}: {v.get('error') or v.get('why')}", rule="service")
+    while time.monotonic() < end:  # the dealer's pool holds material for every size: no query waits for it
+        pool = cluster._call(cluster.dealer_name, "GET", f"/v1/services/{sid}").get("pool") or {}
+        if all(k > 0 for k in (pool.get("ready") or {"": 0}).values()):
+            break
+        time.sleep(0.05)
     return svc
 
 
@@ -203,7 +217,7 @@ def stop(cluster, svc_or_handle, *, release: bool = True, timeout: float = 30.0)
         for w, r in rel.items():
             out.setdefault(w, {})
             if isinstance(out[w], dict):
-                out[w] = {**out[w], "released": r if isinstance(r, ClusterError) else r.get("released")}
+                out[w] = {**out[w], "released": r if isinstance(r, Exception) else r.get("released")}
         cluster.__dict__.get("_handles", {}).pop(h.handle, None)
     return out
 
@@ -211,7 +225,7 @@ def stop(cluster, svc_or_handle, *, release: bool = True, timeout: float = 30.0)
 def _services_of(cluster, h: Handle) -> list:
     try:
         d = cluster._call(h.workers[0], "GET", "/v1/serving")
-    except ClusterError:
+    except RuntimeError:  # planc.ClusterError: that worker is unreachable
         return []
     return [s["service_id"] for s in d["services"] if s["handle"] == h.handle and s["state"] in ("accepted", "serving")]
 

@@ -105,8 +105,9 @@ def main(argv=None):
                                                  "ca": certs / "ca.pem"})
         images, labels = load_mnist()
         reference = set_weights(SeedCNN(), weights)  # only to print PyTorch's answer beside the client's
+        first = 8000 + int((labels[8000:] == 7).nonzero()[0])  # the first held-out 7, then the ones after it
         for i in range(args.requests):
-            x, y = images[8000 + i], int(labels[8000 + i])
+            x, y = images[first + i], int(labels[first + i])
             t = time.perf_counter()
             logits = client.query("cnn", x)
             ms = (time.perf_counter() - t) * 1000
@@ -120,7 +121,7 @@ def main(argv=None):
                 except planc.ServingError as e:
                     print(f"a query of the wrong shape, refused before anything is sent: {e}")
         try:
-            client.query("cnn", images[8000 + args.requests])
+            client.query("cnn", images[first + args.requests])
         except planc.ServingError as e:
             print(f"one more: {e}")
         views = svc.stop()

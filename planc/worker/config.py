@@ -245,7 +245,7 @@ def from_dict(d: dict, source: str, base: Path) -> Config:
     if "serving" in d:
         from .serving import parse_config
 
-        out["serving"] = parse_config(d["serving"], bad)
+        out["serving"] = parse_config(d["serving"], bad, identities=_identities, show=show)
     return Config(**out)
 
 

@@ -60,16 +60,15 @@ class ServingConfig:
     max_batch: int = 16
 
 
-def parse_config(d, bad) -> ServingConfig:
-    """The ``[serving]`` table, key by key (ConfigError through `bad`)."""
-    from .config import _identities, show
-
+def parse_config(d, bad, *, identities, show) -> ServingConfig:
+    """The ``[serving]`` table, key by key (ConfigError through `bad`); `identities` and
+    `show` are config.py's readers (config.py calls this: no import back)."""
     if not isinstance(d, dict):
         raise bad("serving", f"expected a table [serving] with {', '.join(KEYS)}, got {show(d)}")
     extra = sorted(set(d) - set(KEYS))
     if extra:
         raise bad(f"serving.{extra[0]}", f"unknown key; [serving] takes {', '.join(KEYS)}")
-    out = {k: _identities(d[k], bad, f"serving.{k}") for k in ("owners", "share_with") if k in d}
+    out = {k: identities(d[k], bad, f"serving.{k}") for k in ("owners", "share_with") if k in d}
     for k, hi in (("max_requests", 10 ** 9), ("max_batch", MAX_BATCH)):
         if k in d:
             v = d[k]
@@ -206,6 +205,15 @@ class Table:
         with ThreadPoolExecutor(n) as ex:
             futs = [ex.submit(send, i) for i in range(n)]
         errors = [f.exception() for f in futs if f.exception() is not None]
+        if errors:  # all or nothing: the workers that took their shares drop them again
+            for i, f in enumerate(futs):
+                if f.exception() is None:
+                    try:
+                        with httpx.Client(base_url=workers[names[i]], verify=ctx, timeout=10.0) as c:
+                            c.post(f"/v1/serving/state/{handle}/release", json={},
+                                   extensions={"sni_hostname": names[i]})
+                    except httpx.HTTPError:
+                        pass
         d.log.event("shared", model=model, handle=handle, client=who, workers=names,
                     outcome="error" if errors else "ok")
         if errors:

@@ -9,8 +9,10 @@ query pays no submission, approval or handshake. Rank 0 leads:
 - a query's shares reach every serving worker directly from its client (HTTPS, one POST
   each, held open until that worker's share of the answer is ready); the leader puts its
   arrivals in a queue;
-- when one arrives the leader waits ``window`` seconds (default 5 ms) for more, up to the
-  largest batch size the service has a plan for, takes at most what the request limit has
+- when one arrives the leader keeps collecting until ``window`` (default 5 ms) passes
+  without another, the largest batch size the service has a plan for is reached, or
+  ``MAX_WINDOWS`` windows (20 ms) have passed since the first; a lone query waits one
+  window. It takes at most what the request limit has
   left (the rest is refused, ``limit``), and tells every rank on the mesh
   ``{"op": "run", "size": B, "qids": [...]}``; B is the smallest plan size that holds them
   (rows past the queries are zero shares: nobody's answer);
@@ -48,6 +50,7 @@ SHARE_WAIT = 5.0  # seconds a follower waits for a scheduled query's share
 MAX_COMMAND = 1 << 20
 POOL_DEPTH = {1: 4}  # material kept ready per batch size (others: 2)
 FINAL = ("done", "stopped", "failed")
+MAX_WINDOWS = 4  # a batch waits at most this many windows after its first query
 
 
 class Query:
@@ -391,6 +394,8 @@ class Service:
 
     def _lead(self):
         biggest = self.sizes[-1]
+        self._tell({"op": "warm", "size": self.sizes[0]})  # one uncounted batch of zeros: first-run costs
+        self._batch({"size": self.sizes[0], "qids": []}, warm=True)
         while True:
             if self.stopping is not None:
                 self._tell({"op": "stop", "state": "stopped", "why": self.stopping})
@@ -401,9 +406,11 @@ class Service:
                 self._tell({"op": "idle"})
                 self.comm.check()
                 continue
-            batch, end = [first], time.monotonic() + self.window
+            # the batch closes once `window` passes without a new query, at `biggest` queries,
+            # or MAX_WINDOWS windows after its first query: whichever comes first
+            batch, cap = [first], time.monotonic() + MAX_WINDOWS * self.window
             while len(batch) < biggest:
-                left = end - time.monotonic()
+                left = min(self.window, cap - time.monotonic())
                 try:
                     batch.append(self.arrivals.get(timeout=left) if left > 0 else self.arrivals.get_nowait())
                 except queue.Empty:
@@ -418,7 +425,7 @@ class Service:
             self._tell(cmd)
             self._refuse_ids(cmd["refused"], cmd["why"])
             if take:
-                self._batch(cmd)
+                self._batch(cmd, take)
             if self.served >= self.limit:
                 why = f"served its limit of {self.limit} requests"
                 self._tell({"op": "stop", "state": "done", "why": why})
@@ -438,6 +445,12 @@ class Service:
                 continue
             if op == "stop":
                 return self._end("done" if cmd.get("state") == "done" else "stopped", why=cmd.get("why"))
+            if op == "warm":
+                if self.dealer:
+                    self._material({"size": cmd.get("size"), "qids": []}, warm=True)
+                else:
+                    self._batch({"size": cmd.get("size"), "qids": []}, warm=True)
+                continue
             if op not in ("run", "refuse"):
                 raise Refusal(400, "service", f"unknown command {op!r} from the leader {self.workers[0]}")
             self._refuse_ids(cmd.get("refused") or [], cmd.get("why") or "refused by the leader")
@@ -447,9 +460,9 @@ class Service:
                 else:
                     self._batch(cmd)
 
-    def _check_batch(self, cmd) -> tuple:
+    def _check_batch(self, cmd, warm=False) -> tuple:
         b, qids = cmd.get("size"), cmd.get("qids")
-        if b not in self.plans or not isinstance(qids, list) or not 0 < len(qids) <= b:
+        if b not in self.plans or not isinstance(qids, list) or not (0 if warm else 1) <= len(qids) <= b:
             raise Refusal(400, "service", f"the leader {self.workers[0]} asked for a batch of size {b!r} with "
                                           f"{len(qids) if isinstance(qids, list) else qids!r} queries; this "
                                           f"service's sizes are {self.sizes}")
@@ -458,17 +471,18 @@ class Service:
                                         f"{self.served}; the limit is {self.limit}")
         return b, qids
 
-    def _material(self, cmd):
+    def _material(self, cmd, warm=False):
         from planc.runtime.session import run_dealer
 
-        b, qids = self._check_batch(cmd)
+        b, qids = self._check_batch(cmd, warm)
         p = self.plans[b]
         prepared = self.pool.take(b)
         run_dealer(p.graph, self.comm, constants=p.constants, frac=p.frac, policy=self.policy,
                    clients=self.clients, prepared=prepared)
-        self.served += len(qids)
-        self.batches += 1
-        self.batch_sizes[len(qids)] += 1
+        if not warm:
+            self.served += len(qids)
+            self.batches += 1
+            self.batch_sizes[len(qids)] += 1
 
     def _collect(self, qids) -> list:
         """This worker's Query for each scheduled id (None where its share never came)."""
@@ -481,14 +495,15 @@ class Service:
                 out.append(self.queries.get(qid))
         return out
 
-    def _batch(self, cmd):
+    def _batch(self, cmd, qs=None, warm=False):
+        """Run one batch as a serving worker; `qs`: the leader's own Query objects."""
         from planc.runtime.comm.base import Counters
         from planc.runtime.session import run_party
 
-        b, qids = self._check_batch(cmd)
+        b, qids = self._check_batch(cmd, warm)
         t0 = time.perf_counter()
         p = self.plans[b]
-        qs = self._collect(qids)
+        qs = qs if qs is not None else self._collect(qids)
         x = torch.zeros((b, *self.row), dtype=torch.int64)
         for j, q in enumerate(qs):
             if q is not None:
@@ -499,6 +514,8 @@ class Service:
         kept: dict = {}
         _, timings = run_party(p.graph, self.comm, constants=p.constants, frac=p.frac, policy=self.policy,
                                clients=self.clients, client_shares=shares, reveals_out=kept)
+        if warm:
+            return
         (entry,) = kept["client"].values()
         share, head = entry["share"], {"extra": int(entry.get("extra", 0)), "dtype": entry.get("dtype")}
         for j, (qid, q) in enumerate(zip(qids, qs)):
@@ -512,4 +529,5 @@ class Service:
         self.batches += 1
         self.batch_sizes[len(qids)] += 1
         self.last = {**self.comm.stats.as_dict(), "queries": len(qids), "size": b,
-                     "wall_s": round(time.perf_counter() - t0, 4), "online_s": round(timings["online_s"], 4)}
+                     "wall_s": round(time.perf_counter() - t0, 4), "online_s": round(timings["online_s"], 4),
+                     "cpu_s": round(timings["cpu_s"], 4)}
