@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
@@ -40,6 +41,22 @@ from mnist_cnn import SeedCNN  # noqa: E402
 from planc.datasets import load_mnist  # noqa: E402
 
 
+def cpu_s(pid=None) -> float:
+    """CPU seconds (user + system) a process has used so far: a daemon by pid (from
+    /proc), or this process (the clients) when pid is None."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_all(procs) -> dict:
+    out = {n: cpu_s(p.pid) for n, p in procs.items() if n != "alice"}
+    out["clients"] = cpu_s()
+    return out
+
+
 def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
@@ -54,7 +71,7 @@ def sequential(client, images, n):
     return lat
 
 
-def concurrent(make_client, images, k, seconds):
+def concurrent(make_client, images, k, seconds, probe):
     clients = [make_client() for _ in range(k)]
     for c in clients:
         c.query("cnn", images[0])  # connections up, service looked up
@@ -79,14 +96,16 @@ def concurrent(make_client, images, k, seconds):
     ts = [threading.Thread(target=run, args=(c, j)) for j, c in enumerate(clients)]
     for t in ts:
         t.start()
+    c0 = probe()
     start.wait()
     t0 = time.perf_counter()
     for t in ts:
         t.join()
     wall = time.perf_counter() - t0
+    c1 = probe()
     for c in clients:
         c.close()
-    return len(lat) / wall, lat, statistics.mean(batches)
+    return len(lat) / wall, lat, statistics.mean(batches), {n: (c1[n] - c0[n]) / len(lat) for n in c0}
 
 
 def main(argv=None):
@@ -122,15 +141,20 @@ def main(argv=None):
         images = load_mnist()[0][8000:8200]
         client = planc.Client(cluster, identity=ident)
         sequential(client, images, 5)  # warm-up
+        probe = lambda: cpu_all(procs)  # noqa: E731
+        c0 = probe()
         lat = sequential(client, images, args.queries)
+        c1 = probe()
+        seq_cpu = {n: (c1[n] - c0[n]) / len(lat) for n in c0}
         last = svc.info()["last_batch"]
         seq_rate = len(lat) / sum(lat)
         rows = []
         for k in levels:
-            rate, ls, mean_batch = concurrent(lambda: planc.Client(cluster, identity=ident), images, k, args.seconds)
+            rate, ls, mean_batch, cpu = concurrent(lambda: planc.Client(cluster, identity=ident), images, k,
+                                                   args.seconds, probe)
             rows.append({"clients": k, "qps": rate, "median_ms": statistics.median(ls) * 1000,
                          "p95_ms": pct(ls, 0.95) * 1000, "mean_batch": mean_batch, "speedup": rate / seq_rate,
-                         "queries": len(ls)})
+                         "queries": len(ls), "cpu_ms": {n: v * 1000 for n, v in cpu.items()}})
         info = svc.info()
         pool = svc.info(cluster.dealer_name).get("pool")
         print(f"seed CNN served by bob, carol, dave + dealer on 127.0.0.1 (TLS), batching window "
@@ -145,11 +169,25 @@ def main(argv=None):
         for r in rows:
             print(f"{r['clients']:>7} {r['qps']:>10.1f} {r['speedup']:>12.1f} {r['median_ms']:>10.1f} "
                   f"{r['p95_ms']:>8.1f} {r['mean_batch']:>10.1f} {r['queries']:>8}")
-        print(f"\nbatches formed: {info['batch_sizes']}; dealer pool: {pool}")
+        names = list(seq_cpu)
+        print(f"\nCPU ms per query, by process (the box has {os.cpu_count()} cores: a rate of R queries/s needs "
+              f"R x total / 1000 cores)")
+        print(f"{'clients':>7} " + " ".join(f"{n:>8}" for n in names) + f" {'total':>8} {'bound q/s':>9}")
+        for k, cpu in [("seq", {n: v * 1000 for n, v in seq_cpu.items()})] + [(r["clients"], r["cpu_ms"]) for r in rows]:
+            tot = sum(cpu.values())
+            print(f"{k:>7} " + " ".join(f"{cpu[n]:>8.1f}" for n in names) + f" {tot:>8.1f} "
+                  f"{os.cpu_count() * 1000 / tot:>9.1f}")
+        lb = info["last_batch"]
+        print(f"\nlast batch under load: {lb.get('queries')} queries (size {lb.get('size')}): {lb.get('rounds')} rounds, "
+              f"{lb.get('bytes_sent', 0) / 1e6:.2f} MB sent by the leader, run over the mesh "
+              f"{lb.get('wall_s', 0) * 1000:.1f} ms (online {lb.get('online_s', 0) * 1000:.1f} ms, leader's CPU "
+              f"{lb.get('cpu_s', 0) * 1000:.1f} ms); before it the leader waited {lb.get('idle_s', 0) * 1000:.1f} ms "
+              f"for its first query and {lb.get('gather_s', 0) * 1000:.1f} ms for the rest")
+        print(f"batches formed: {info['batch_sizes']}; dealer pool: {pool}")
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps({"latency_ms": [x * 1000 for x in lat], "batch1": last,
-                                                   "throughput": rows, "pool": pool,
+                                                   "throughput": rows, "pool": pool, "sequential_cpu_ms": seq_cpu,
                                                    "batch_sizes": info["batch_sizes"]}, indent=1))
         client.close()
         svc.stop()
