@@ -617,7 +617,10 @@ def cmd_compile(a):
 
 
 def cmd_check(a):
+    """The policy's rules, then its resource limits for every party and the dealer: what a
+    worker with this policy decides before running (runtime/admission.py)."""
     from planc.ir.policy import PolicyError
+    from planc.runtime.admission import admit
 
     plan = _read_plan(a.plan)
     pol = _policy(a.policy, plan)
@@ -625,7 +628,22 @@ def cmd_check(a):
     if problems:
         print(PolicyError(problems, f"policy {pol.name!r}"), file=sys.stderr)
         return EXIT_ERROR
-    print(f"ok: {a.plan} satisfies policy {pol.name!r}")
+    calls = sorted({n.attr("tag") for n in plan.graph.walk() if n.op == "call"})
+    if calls:  # a remote model's cost is known only once its owner links it
+        print(f"ok: {a.plan} satisfies policy {pol.name!r}'s rules; its limits are checked when the model"
+              f"{'s' if len(calls) > 1 else ''} {', '.join(map(repr, calls))} "
+              f"{'are' if len(calls) > 1 else 'is'} linked")
+        return 0
+    clients = [c for c in (a.clients or "").split(",") if c]
+    bad = [c for c in clients if c not in plan.graph.parties]
+    if bad:
+        a.parser.error(f"--clients {bad[0]!r}: not a party of the plan ({', '.join(plan.graph.parties)})")
+    try:
+        admit(plan, pol, clients=clients)
+    except PolicyError as e:
+        print(e, file=sys.stderr)
+        return EXIT_ERROR
+    print(f"ok: {a.plan} satisfies policy {pol.name!r}: its rules and its limits, at every party and the dealer")
     return 0
 
 
@@ -757,6 +775,7 @@ def build_parser():
     p = sub.add_parser("check", help="list every way a plan breaks a policy")
     p.add_argument("plan")
     p.add_argument("--policy", required=True, help="TOML policy")
+    p.add_argument("--clients", metavar="A,B", help="the plan's parties that do not compute (listed last)")
     p.set_defaults(parser=p, fn=cmd_check)
 
     p = sub.add_parser("ops", help="list the op set; one op in full; or the torch functions planc lowers")

@@ -95,6 +95,11 @@ def test_planc_check_cli(tmp_path):
                          str(ROOT / "examples" / "policies" / "open.toml")], capture_output=True, text=True,
                         timeout=120, cwd=ROOT)
     assert ok.returncode == 0 and "satisfies policy 'open'" in ok.stdout
+    # the limits too, as a worker admits a plan: a dealer budget the plan exceeds
+    (tmp_path / "tiny.toml").write_text('name = "tiny"\n[limits]\nmax_dealer_bytes = "1 KiB"\n')
+    lim = subprocess.run([sys.executable, "-m", "planc.cli", "check", str(tmp_path / "bad.plan"), "--policy",
+                          str(tmp_path / "tiny.toml")], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert lim.returncode == 1 and "of dealer material" in lim.stderr and "allows 1 KiB" in lim.stderr, lim.stderr
 
 
 # ---------------------------------------------------------------- policy files are validated
