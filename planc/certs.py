@@ -9,7 +9,7 @@ certificate works for an HTTPS server on 127.0.0.1.
     planc certs --parties alice,bob,dealer,client -o certs/ [--hosts 10.0.0.5,box] [--force]
 
 writes ca.pem, ca.key (0600) and NAME.pem, NAME.key (0600). The X.509 building itself
-is in the runtime (`planc.runtime.comm.tls.new_ca` / `new_identity`), which also makes
+is in the runtime (`planc.runtime.comm.identity.new_ca` / `new_identity`), which also makes
 throwaway deployments for local runs; this module adds files, checks and the command.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 import re
 from pathlib import Path
 
-from planc.runtime.comm.tls import cert_name, new_ca, new_identity
+from planc.runtime.comm.identity import cert_name, new_ca, new_identity
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 HOSTS = ("127.0.0.1", "localhost")
