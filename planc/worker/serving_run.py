@@ -1,62 +1,33 @@
-"""One model service at one daemon: its persistent mesh, the leader's batching loop, a
-follower's and the dealer's loops, and the dealer's pool of material made ahead.
+"""One model service at one daemon: its queries, its mesh, its life.
 
 A service is n serving workers (ranks 0..n-1, in the order the model's shares were made
 for) and the dealer (rank n), joined for the service's whole life by one mutually
 authenticated TLS mesh (runtime/comm/tls.py, bound to the service id as its run id), so a
-query pays no submission, approval or handshake. Rank 0 leads:
+query pays no submission, approval or handshake. A query's shares reach every serving
+worker directly from its client (HTTPS, one POST each, held open until that worker's
+share of the answer is ready: ``Query``); the leader (rank 0) puts its arrivals in a
+queue. The service's thread opens the mesh and runs the leader's, a follower's or the
+dealer's loop (serving_loops.py); the dealer's material comes from its pool
+(serving_pool.py).
 
-- a query's shares reach every serving worker directly from its client (HTTPS, one POST
-  each, held open until that worker's share of the answer is ready); the leader puts its
-  arrivals in a queue;
-- when one arrives the leader keeps collecting until ``window`` (default 5 ms) passes
-  without another, the largest batch size the service has a plan for is reached, or
-  ``MAX_WINDOWS`` windows (20 ms) have passed since the first; a lone query waits one
-  window. It takes at most what the request limit has
-  left (the rest is refused, ``limit``), and tells every rank on the mesh
-  ``{"op": "run", "size": B, "qids": [...]}``; B is the smallest plan size that holds them
-  (rows past the queries are zero shares: nobody's answer);
-- every serving worker then runs that batch's plan (compiled once per size, checked
-  against its own policy when the service was accepted) with ``run_party``: the model's
-  weights are a client party's values, their shares the ones the model owner sent this
-  worker; the batch's input is the rows of its queries' shares, and the output, revealed
-  to the plan's ``client`` party, stays a share here: row j goes back to query j's POST;
-- the dealer answers the same command from its pool (``Pool``: ``prepare_dealer`` per
-  batch size, refilled in a background thread, a bounded number per size), so a query's
-  online time carries no dealer work unless the pool ran dry (counted as a miss).
-
-While idle the leader sends a heartbeat every second, so every wait on the mesh has the
-mesh's timeout and a lost rank is seen within it (at once when its connection drops). A
-rank that fails tells the others through the mesh (``comm.fail``); every rank then ends
-the service as failed and answers every waiting query with the error, which names the
-party. A follower whose share of a scheduled query has not arrived within ``SHARE_WAIT``
-computes with a zero row for it and answers that query with an error.
+A rank that fails tells the others through the mesh (``comm.fail``); every rank then
+ends the service as failed and answers every waiting query with the error, which names
+the party. A service accepted but not started within its timeout fails by itself.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
-import json
-import os
 import queue
 import threading
 import time
 
 import torch
 
+from . import serving_loops, serving_pool
 from .wire import Refusal
 
-HEARTBEAT_S = 1.0
-SHARE_WAIT = 5.0  # seconds a follower waits for a scheduled query's share
-MAX_COMMAND = 1 << 20
-POOL_NICE = 19
-POOL_DEPTH = {1: 4}  # material kept ready per batch size (others: 2)
 FINAL = ("done", "stopped", "failed")
-MAX_WINDOWS = 4  # a batch waits at most this many windows after its first query
-STRAGGLER_SHARE = 0.5  # ... or, while smaller than the last batch, this share of the last run's wall time
-STRAGGLER_MAX_S = 0.25  # (at most)
-
-
 SWITCH_INTERVAL_S = 0.0005
 
 
@@ -109,83 +80,6 @@ class Query:
         return self.done.is_set()
 
 
-class Pool:
-    """The dealer's material for the service's plans, made ahead in a thread: ``depth[B]``
-    batches per size, refilled as they are taken; ``take`` makes one on the spot only when
-    the pool has none left (a miss)."""
-
-    def __init__(self, plans: dict, nparties: int, policy, clients, name: str):
-        self.plans, self.n, self.policy, self.clients = plans, nparties, policy, clients
-        self.depth = {b: POOL_DEPTH.get(b, 2) for b in plans}
-        self.ready = {b: collections.deque() for b in plans}
-        self.cv = threading.Condition()
-        self.hits = self.misses = 0
-        self.error = None
-        self.stopped = False
-        self.thread = threading.Thread(target=self._fill, name=f"planc-pool-{name}", daemon=True)
-        self.thread.start()
-
-    def _make(self, b):
-        from planc.runtime.session import prepare_dealer
-
-        p = self.plans[b]
-        return prepare_dealer(p.graph, self.n, constants=p.constants, frac=p.frac, policy=self.policy,
-                              clients=self.clients)
-
-    def _fill(self):
-        try:
-            # lowest CPU priority (Linux: per thread): material for later batches is made with
-            # what the running batch leaves idle, not taken from it
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), POOL_NICE)
-        except (AttributeError, OSError):
-            pass
-        try:
-            while True:
-                with self.cv:
-                    while not self.stopped:
-                        want = [b for b in sorted(self.ready) if len(self.ready[b]) < self.depth[b]]
-                        if want:
-                            break
-                        self.cv.wait(1.0)
-                    if self.stopped:
-                        return
-                    # the size with the fewest ready, relative to its depth (the small ones first)
-                    b = min(want, key=lambda k: (len(self.ready[k]) / self.depth[k], k))
-                made = self._make(b)
-                with self.cv:
-                    self.ready[b].append(made)
-                    self.cv.notify_all()
-        except BaseException as e:  # noqa: BLE001 — seen by take()
-            self.error = e
-
-    def primed(self) -> bool:
-        with self.cv:
-            return all(self.ready[b] for b in self.ready)
-
-    def take(self, b):
-        with self.cv:
-            if self.ready[b]:
-                self.hits += 1
-                got = self.ready[b].popleft()
-                self.cv.notify_all()
-                return got
-            self.misses += 1
-        if self.error is not None:
-            raise self.error
-        return self._make(b)
-
-    def stats(self) -> dict:
-        with self.cv:
-            return {"hits": self.hits, "misses": self.misses, "ready": {str(b): len(q) for b, q in self.ready.items()}}
-
-    def close(self):
-        with self.cv:
-            self.stopped = True
-            for q in self.ready.values():
-                q.clear()
-            self.cv.notify_all()
-
-
 class Service:
     """A service as this daemon plays it (see the module docstring). `spec` is the checked
     request (serving.py), `plans` {size: ServedPlan}, `weights` {tag: share} (None at the
@@ -210,8 +104,8 @@ class Service:
         self.sizes = sorted(plans)
         self.state, self.error, self.why = "accepted", None, None
         self.served = self.batches = self.refused = 0
-        self._expect, self._run_s = 1, 0.0  # the leader's last batch: its queries, its run's wall time
-        self._ran_at = time.monotonic()  # ... and when it ended
+        self.expect, self.run_s = 1, 0.0  # the leader's last batch: its queries, its run's wall time
+        self.ran_at = time.monotonic()  # ... and when it ended
         self.batch_sizes: collections.Counter = collections.Counter()
         self.last: dict = {}
         self.created, self.started, self.ended = time.time(), None, None
@@ -225,7 +119,7 @@ class Service:
         self.waiters: list = []
         self.listener = Listener(identity, host=data_host, port=0)
         self.data_port = self.listener.port
-        self.pool = Pool(plans, len(self.workers), policy, self.clients, self.sid) if self.dealer else None
+        self.pool = serving_pool.Pool(plans, len(self.workers), policy, self.clients, self.sid) if self.dealer else None
         self._expiry = threading.Timer(self.timeout, self._expire)
         self._expiry.daemon = True
         self._expiry.start()
@@ -306,7 +200,7 @@ class Service:
             return f"service {self.model} ({self.sid}) failed: {self.error}"
         return f"service {self.model} ({self.sid}) has ended ({self.why or self.state})"
 
-    def _answer(self, q: Query, result=None, error: Refusal | None = None):
+    def answer(self, q: Query, result=None, error: Refusal | None = None):
         q.finish(result, error)
         with self.cv:
             if self.queries.get(q.qid) is q:
@@ -316,13 +210,13 @@ class Service:
                 while len(self.gone) > 10_000:
                     self.gone.pop(next(iter(self.gone)))
 
-    def _refuse_ids(self, qids, why: str):
+    def refuse_ids(self, qids, why: str):
         for qid in qids:
             with self.cv:
                 q = self.queries.get(qid)
                 self.gone[qid] = why
             if q is not None:
-                self._answer(q, error=Refusal(409, "limit", why))
+                self.answer(q, error=Refusal(409, "limit", why))
             self.refused += 1
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -345,13 +239,13 @@ class Service:
             self.stopping = why
             started = self.thread is not None
         if not started:
-            self._end("stopped", why=why)
+            self.end("stopped", why=why)
 
     def _expire(self):
         with self.cv:
             if self.thread is not None or self.state != "accepted":
                 return
-        self._end("failed", error=f"service {self.sid} was accepted but not started within {self.timeout:g} s")
+        self.end("failed", error=f"service {self.sid} was accepted but not started within {self.timeout:g} s")
 
     def _main(self, peers):
         from planc.runtime.comm.tls import TLSComm
@@ -366,18 +260,18 @@ class Service:
             self._changed()
             self.log.event("serving", service=self.sid, model=self.model, rank=self.rank, limit=self.limit)
             if self.leader:
-                self._lead()
+                serving_loops.lead(self)
             else:
-                self._follow()
+                serving_loops.follow(self)
         except BaseException as e:  # noqa: BLE001 — the service's failure, never the daemon's
             if self.comm is not None:
                 try:
                     self.comm.fail(e)
                 except Exception:  # noqa: BLE001
                     pass
-            self._end("failed", error=str(e) or type(e).__name__)
+            self.end("failed", error=str(e) or type(e).__name__)
 
-    def _end(self, state: str, *, why: str | None = None, error: str | None = None):
+    def end(self, state: str, *, why: str | None = None, error: str | None = None):
         with self.cv:
             if self.state in FINAL:
                 return
@@ -386,13 +280,13 @@ class Service:
         self._expiry.cancel()
         msg = self._ended_text()
         for q in pending:
-            self._answer(q, error=Refusal(503 if state == "failed" else 409, "service", msg))
+            self.answer(q, error=Refusal(503 if state == "failed" else 409, "service", msg))
         while True:  # queries still queued at the leader
             try:
                 q = self.arrivals.get_nowait()
             except queue.Empty:
                 break
-            self._answer(q, error=Refusal(409, "service", msg))
+            self.answer(q, error=Refusal(409, "service", msg))
         self.release()
         self._changed()
         self.log.event("service_ended", service=self.sid, model=self.model, state=state, why=why,
@@ -414,168 +308,3 @@ class Service:
         self.weights = None
 
     # ---- the loops -------------------------------------------------------------------------
-    def _tell(self, cmd: dict):
-        data = json.dumps(cmd).encode()
-        for r in range(1, len(self.names)):
-            self.comm.send_bytes(r, data)
-
-    def _lead(self):
-        biggest = self.sizes[-1]
-        self._tell({"op": "warm", "size": self.sizes[0]})  # one uncounted batch of zeros: first-run costs
-        self._batch({"size": self.sizes[0], "qids": []}, warm=True)
-        while True:
-            if self.stopping is not None:
-                self._tell({"op": "stop", "state": "stopped", "why": self.stopping})
-                return self._end("stopped", why=self.stopping)
-            try:
-                first = self.arrivals.get(timeout=HEARTBEAT_S)
-            except queue.Empty:
-                self._tell({"op": "idle"})
-                self.comm.check()
-                continue
-            t_first = time.monotonic()
-            batch = self._gather(first, biggest)
-            gather_s, idle_s = time.monotonic() - t_first, t_first - self._ran_at
-            batch = [q for q in batch if not q.done.is_set()]  # its client gave up meanwhile
-            room = self.limit - self.served
-            take, over = batch[:room], batch[room:]
-            cmd = {"op": "run" if take else "refuse", "qids": [q.qid for q in take],
-                   "refused": [q.qid for q in over], "why": self._limit_text()}
-            if take:
-                cmd["size"] = next(b for b in self.sizes if b >= len(take))
-            self._tell(cmd)
-            self._refuse_ids(cmd["refused"], cmd["why"])
-            if take:
-                t0 = time.monotonic()
-                self._batch(cmd, take)
-                self._ran_at = time.monotonic()
-                self._expect, self._run_s = len(take), self._ran_at - t0
-                self.last.update(gather_s=round(gather_s, 4), idle_s=round(idle_s, 4))
-            if self.served >= self.limit:
-                why = f"served its limit of {self.limit} requests"
-                self._tell({"op": "stop", "state": "done", "why": why})
-                return self._end("done", why=why)
-
-    def _gather(self, first: Query, biggest: int) -> list:
-        """The batch that `first` opens. It closes at `biggest` queries; else once `window`
-        passes without a new query, or MAX_WINDOWS windows after the first: whichever comes
-        first. While it holds fewer queries than the last batch did (as many clients as
-        then are likely still sending: under load their next queries arrive spread out),
-        it waits for them up to STRAGGLER_SHARE of the last batch's run instead: a
-        straggler left out would cost a run of its own, nearly as dear as the batch."""
-        t0 = time.monotonic()
-        batch, cap = [first], t0 + MAX_WINDOWS * self.window
-        expect = min(biggest, self._expect)
-        long_cap = max(cap, t0 + min(STRAGGLER_MAX_S, STRAGGLER_SHARE * self._run_s))
-        while len(batch) < biggest:
-            now = time.monotonic()
-            if len(batch) < expect:
-                left = long_cap - now
-            else:
-                left = min(self.window, cap - now)
-            try:
-                batch.append(self.arrivals.get(timeout=left) if left > 0 else self.arrivals.get_nowait())
-            except queue.Empty:
-                break
-        return batch
-
-    def _limit_text(self) -> str:
-        return f"service {self.model} ({self.sid}) has served its limit of {self.limit} requests"
-
-    def _follow(self):
-        while True:
-            raw = self.comm.recv_bytes(0)
-            if len(raw) > MAX_COMMAND:
-                raise Refusal(400, "service", f"a command of {len(raw):,} bytes from the leader {self.workers[0]}")
-            cmd = json.loads(raw.decode())
-            op = cmd.get("op")
-            if op == "idle":
-                continue
-            if op == "stop":
-                return self._end("done" if cmd.get("state") == "done" else "stopped", why=cmd.get("why"))
-            if op == "warm":
-                if self.dealer:
-                    self._material({"size": cmd.get("size"), "qids": []}, warm=True)
-                else:
-                    self._batch({"size": cmd.get("size"), "qids": []}, warm=True)
-                continue
-            if op not in ("run", "refuse"):
-                raise Refusal(400, "service", f"unknown command {op!r} from the leader {self.workers[0]}")
-            self._refuse_ids(cmd.get("refused") or [], cmd.get("why") or "refused by the leader")
-            if op == "run":
-                if self.dealer:
-                    self._material(cmd)
-                else:
-                    self._batch(cmd)
-
-    def _check_batch(self, cmd, warm=False) -> tuple:
-        b, qids = cmd.get("size"), cmd.get("qids")
-        if b not in self.plans or not isinstance(qids, list) or not (0 if warm else 1) <= len(qids) <= b:
-            raise Refusal(400, "service", f"the leader {self.workers[0]} asked for a batch of size {b!r} with "
-                                          f"{len(qids) if isinstance(qids, list) else qids!r} queries; this "
-                                          f"service's sizes are {self.sizes}")
-        if self.served + len(qids) > self.limit:
-            raise Refusal(403, "limit", f"the leader {self.workers[0]} asked for {len(qids)} more queries after "
-                                        f"{self.served}; the limit is {self.limit}")
-        return b, qids
-
-    def _material(self, cmd, warm=False):
-        from planc.runtime.session import run_dealer
-
-        b, qids = self._check_batch(cmd, warm)
-        p = self.plans[b]
-        prepared = self.pool.take(b)
-        run_dealer(p.graph, self.comm, constants=p.constants, frac=p.frac, policy=self.policy,
-                   clients=self.clients, prepared=prepared)
-        if not warm:
-            self.served += len(qids)
-            self.batches += 1
-            self.batch_sizes[len(qids)] += 1
-
-    def _collect(self, qids) -> list:
-        """This worker's Query for each scheduled id (None where its share never came)."""
-        end = time.monotonic() + SHARE_WAIT
-        out = []
-        with self.cv:
-            for qid in qids:
-                while qid not in self.queries and time.monotonic() < end and self.state == "serving":
-                    self.cv.wait(min(0.05, max(0.0, end - time.monotonic())))
-                out.append(self.queries.get(qid))
-        return out
-
-    def _batch(self, cmd, qs=None, warm=False):
-        """Run one batch as a serving worker; `qs`: the leader's own Query objects."""
-        from planc.runtime.comm.base import Counters
-        from planc.runtime.session import run_party
-
-        b, qids = self._check_batch(cmd, warm)
-        t0 = time.perf_counter()
-        p = self.plans[b]
-        qs = qs if qs is not None else self._collect(qids)
-        x = torch.zeros((b, *self.row), dtype=torch.int64)
-        for j, q in enumerate(qs):
-            if q is not None:
-                x[j] = q.share[0]
-        shares = {v: self.weights[tag] for v, tag in p.weights.items()}
-        shares[p.query] = x
-        self.comm.stats = Counters()  # this batch's rounds and bytes
-        kept: dict = {}
-        _, timings = run_party(p.graph, self.comm, constants=p.constants, frac=p.frac, policy=self.policy,
-                               clients=self.clients, client_shares=shares, reveals_out=kept)
-        if warm:
-            return
-        (entry,) = kept["client"].values()
-        share, head = entry["share"], {"extra": int(entry.get("extra", 0)), "dtype": entry.get("dtype")}
-        for j, (qid, q) in enumerate(zip(qids, qs)):
-            if q is None:
-                with self.cv:
-                    self.gone[qid] = f"its share did not reach {self.workers[self.rank]} within {SHARE_WAIT:g} s"
-                continue
-            self._answer(q, result=({**head, "qid": qid, "batch": len(qids), "size": b,
-                                     "server_s": round(time.monotonic() - q.t0, 4)}, {"y": share[j:j + 1]}))
-        self.served += len(qids)
-        self.batches += 1
-        self.batch_sizes[len(qids)] += 1
-        self.last = {**self.comm.stats.as_dict(), "queries": len(qids), "size": b,
-                     "wall_s": round(time.perf_counter() - t0, 4), "online_s": round(timings["online_s"], 4),
-                     "cpu_s": round(timings["cpu_s"], 4)}
