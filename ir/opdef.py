@@ -100,6 +100,7 @@ class OpDef:
     moves: bool = False  # changes who sees a value (share, reveal): never folded away
     always_allowed: bool = False  # no policy can refuse it (it computes nothing itself)
     approximate: bool = False  # its protocol approximates: it has a stated error bound
+    nondiff: bool = False  # its results carry no gradient (comparisons, argmax): it needs no vjp rule
     # a plain elementwise op equal to torch.<torch_fn>: its reference rule, lowering
     # (torch.f, F.f, Tensor.f) and sample derive from the name, so the op needs only
     # its declaration and its protocol
@@ -109,6 +110,11 @@ class OpDef:
     @property
     def computes(self) -> bool:
         return not (self.source or self.structural)
+
+    @property
+    def differentiable(self) -> bool:
+        """Gradients flow through it (every computing op and `loop`, unless `nondiff`)."""
+        return not self.nondiff and (self.computes or self.regions > 0)
 
     def rule(self, kind: str):
         """The function registered for `kind`, or None."""
@@ -172,7 +178,8 @@ KINDS = {k.name: k for k in (
     Kind("bilinear", "the bilinear map of a product, on ring tensors", None, "runtime/protocols/beaver.py"),
     Kind("hint", "what a policy suggests instead when it refuses the op", None, "ir/policy.py"),
     # kinds the next layers fill: gradients for training, ONNX import
-    Kind("vjp", "its vector-Jacobian product, for gradients on the IR", None, "planc/autodiff/"),
+    Kind("vjp", "its vector-Jacobian product, for gradients on the IR", lambda d: d.differentiable,
+         "planc/autodiff/"),
     Kind("onnx", "the ONNX node types that map to it", None, "planc/onnx/"),
 )}
 

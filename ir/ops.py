@@ -97,11 +97,12 @@ op("mean", ("x",), REDUCE, _mean, communicates=True, accepts_pending_truncation=
 op("max", ("x",), {"dim": Attr("int?", None), "keepdim": Attr("bool", False)}, _max, communicates=True,
    doc="maximum over one dim, or of all elements")
 op("argmax", ("x",), {"dim": Attr("int?", None), "keepdim": Attr("bool", False)}, _argmax, communicates=True,
+   nondiff=True,
    doc="index of the maximum over one dim, or of all elements (flattened)")
 
 # comparisons and selection
 for _n, _sym in (("gt", ">"), ("lt", "<"), ("ge", ">="), ("le", "<="), ("eq", "==")):
-    op(_n, ("x", "y"), {}, _compare, communicates=True, doc=f"x {_sym} y, elementwise (bool)")
+    op(_n, ("x", "y"), {}, _compare, communicates=True, nondiff=True, doc=f"x {_sym} y, elementwise (bool)")
 op("where", ("cond", "x", "y"), {}, _where, communicates=True, doc="x where cond else y")
 op("gather", ("x", "index"), {"dim": Attr("int")}, _gather, communicates=True, product=True,
    doc="x's slices at integer `index` along dim (ONNX Gather, numpy take; negative indices count from the "

@@ -39,6 +39,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "trace": ("planc.api", "trace"),
     "TraceError": ("planc.errors", "TraceError"),
     "fori_loop": ("planc.shells", "fori_loop"),
+    "grad": ("planc.autodiff.api", "grad"),
+    "value_and_grad": ("planc.autodiff.api", "value_and_grad"),
     "load": ("planc.shells", "load"),
     "load_model": ("planc.shells", "load_model"),
     "owned": ("planc.shells", "owned"),
@@ -74,6 +76,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below d
     from planc.ir.verify import VerifyError, verify
     from planc.api import PlanFunction, plan, run_local, run_reference, trace
     from planc.errors import TraceError
+    from planc.autodiff.api import grad, value_and_grad
     from planc.shells import fori_loop, load, load_model, owned, public, reveal, scan, share, spec
     from planc.weights import export_weights, load_data, save_data, weights_of
     from planc.plans import Plan

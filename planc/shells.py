@@ -374,3 +374,6 @@ for _marker, _name in ((_load_marker, "planc.load"), (_reveal_marker, "planc.rev
 
 # every computing op can now be reached from traced code
 ops.check("lower")
+
+# gradients: every differentiable op has its vjp rule (planc.grad works in traced code)
+from . import autodiff  # noqa: E402,F401
