@@ -342,7 +342,9 @@ def test_peak_is_at_least_the_rss_growth_of_a_seed_cnn_run(n, batch):
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
-    assert got["estimate"] >= got["grew"] > 0, got
+    # grew can be 0: the high-water mark may already hold the run (the allocator keeps what the
+    # warm-up freed); the bound must hold either way
+    assert got["estimate"] >= got["grew"] >= 0 and got["estimate"] > 0, got
 
 
 def test_bounds_come_from_the_runtime_alone():
