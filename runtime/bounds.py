@@ -963,7 +963,7 @@ def _static_bytes(graph: Graph, constants, rank: int | None) -> dict:
     const_b = sum(t.numel() * t.element_size() for t in (constants or {}).values() if isinstance(t, torch.Tensor))
     inputs, data = {}, {}
     for n in graph.walk():
-        t = n.result.type if n.results else None
+        t = n.results[0].type if n.results else None  # a loop may have several
         if n.op == "input":
             inputs[n.attr("index")] = t.numel * 8
         elif n.op == "load" and rank is not None and n.attr("owner") == rank:

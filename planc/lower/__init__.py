@@ -8,4 +8,4 @@ user's line and, where there is one, what to use instead.
 """
 from .base import (LOWER, SUGGEST, Lowerings, describe_target, lower_node, lowers, target_name,  # noqa: F401
                    unsupported)
-from . import arith, nonlinear, shapes  # noqa: F401,E402  (each registers its lowerings)
+from . import arith, losses, nonlinear, shapes  # noqa: F401,E402  (each registers its lowerings)
