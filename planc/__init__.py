@@ -61,6 +61,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "save_data": ("planc.weights", "save_data"),
     "load_data": ("planc.weights", "load_data"),
     "datasets": ("planc.datasets", None),
+    "optim": ("planc.optim", None),
     "from_onnx": ("planc.onnx.api", "from_onnx"),
     "Cluster": ("planc.cluster", "Cluster"),
     "ClusterError": ("planc.cluster", "ClusterError"),
@@ -86,7 +87,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below d
     from planc.cluster import Cluster, ClusterError
     from planc.serving import Client, ServingError
     from planc.onnx.api import from_onnx
-    from . import weights, datasets
+    from . import weights, datasets, optim
     read_plan = Plan.read
 
 
