@@ -313,29 +313,40 @@ def scan(f, init, xs):
     """``carry, y = f(carry, xs[i])`` for every i along xs's first dimension; returns
     (final carry, ys stacked), like jax.lax.scan, as one `loop` node.
 
-    Inside the loop the counter is public, so row i of xs is picked and row i of ys is
-    written with a public one-hot mask: multiplications by public 0/1 values, which cost
-    no communication on secrets.
+    `xs` is a traced tensor or a tuple/list of them with the same leading dimension (then
+    f gets a tuple of their rows: data held by different parties stays apart, each row
+    keeping its tensor's visibility). Inside the loop the counter is public, so row i of
+    xs is picked and row i of ys is written with a public one-hot mask: multiplications by
+    public 0/1 values, which cost no communication on secrets.
     """
+    many = isinstance(xs, (tuple, list))
     cx = ACTIVE.get()
     if cx is None:
         carry, ys = init, []
-        for x in xs:
-            carry, y = f(carry, x)
+        for x in (zip(*xs) if many else xs):
+            carry, y = f(carry, tuple(x) if many else x)
             ys.append(y)
         return carry, torch.stack(ys)
-    xv = cx.as_value(xs, "scan xs")
-    if xv.type.rank < 1:
+    xl = list(xs) if many else [xs]
+    if not xl:
+        raise TraceError("scan needs at least one xs to scan over", user_loc())
+    xvs = [cx.as_value(x, "scan xs") for x in xl]
+    if any(v.type.rank < 1 for v in xvs):
         raise TraceError("scan needs xs with a leading dimension to scan over", user_loc())
-    n = xv.type.shape[0]
+    n = xvs[0].type.shape[0]
+    if any(v.type.shape[0] != n for v in xvs):
+        raise TraceError(f"scan: xs have leading dimensions {[v.type.shape[0] for v in xvs]}; they must agree",
+                         user_loc())
     single = not isinstance(init, (tuple, list))
     # probe the body once, inside a region that is then thrown away, to learn y's type
     inits = [cx.as_value(c, "scan init") for c in ([init] if single else init)]
-    cx.b.begin_region([v.type for v in inits] + [xv.type.with_shape(xv.type.shape[1:])], ["c"] * len(inits) + ["x"])
+    cx.b.begin_region([v.type for v in inits] + [v.type.with_shape(v.type.shape[1:]) for v in xvs],
+                      ["c"] * len(inits) + ["x"] * len(xvs))
     saved = dict(cx._shares)
     try:
         probe = [_proxy(cx, p) for p in cx.b._params[-1]]
-        _, y = f(probe[0] if single else tuple(probe[:-1]), probe[-1])
+        pc, px = probe[:len(inits)], probe[len(inits):]
+        _, y = f(pc[0] if single else tuple(pc), tuple(px) if many else px[0])
         ytype = cx.as_value(y, "scan body's y").type
     finally:
         cx.b.abandon_region()
@@ -346,8 +357,8 @@ def scan(f, init, xs):
     def body(i, state):
         carry, ys = (state[0], state[1]) if single else (tuple(state[:-1]), state[-1])
         sel = positions == i  # public one-hot: picks x_i, places y_i
-        x = (xs * sel.reshape((n,) + (1,) * (xv.type.rank - 1))).sum(0)
-        carry, y = f(carry, x)
+        rows = [(x * sel.reshape((n,) + (1,) * (v.type.rank - 1))).sum(0) for x, v in zip(xl, xvs)]
+        carry, y = f(carry, tuple(rows) if many else rows[0])
         ys = ys + sel.reshape((n,) + (1,) * ytype.rank) * y
         return ((carry, ys) if single else (*carry, ys))
 
