@@ -75,7 +75,18 @@ def _avg_pool2d(e, n, cts):
     # 1 / the divisor torch uses at each window (it depends on count_include_pad and the edges)
     inv = F.avg_pool2d(ones, count_include_pad=n.attr("count_include_pad"), **kw) / F.avg_pool2d(
         ones, divisor_override=1, **kw)
-    g4 = _as4(e, e.mul(g, e.tensor(inv[0, 0].to(torch.float32), "avg_pool_scale")))
+    scale = inv[0, 0].to(torch.float32)
+    uniform = bool((scale == scale.reshape(-1)[0]).all())
+    g4 = _as4(e, e.scale(g, scale.reshape(-1)[0].item()) if uniform else e.mul(g, e.tensor(scale, "avg_pool_scale")))
+    if tuple(k) == tuple(s) and tuple(p) == (0, 0):
+        # non-overlapping windows: each cotangent spread over its window by a broadcast (local,
+        # no product), then zeros for the rows and columns no window covers
+        n4, c, oh, ow = g4.type.shape
+        u = e.op("expand", e.reshape(g4, (n4, c, oh, 1, ow, 1)), shape=(n4, c, oh, k[0], ow, k[1]))
+        gx = e.reshape(u, (n4, c, oh * k[0], ow * k[1]))
+        for ax, size in ((2, h), (3, w)):
+            gx = e.zero_extend(gx, ax, 0, size - gx.type.shape[ax])
+        return [e.reshape(gx, x.type.shape)]
     c = g4.type.shape[1]
     kern = e.const(1.0, g, (c, 1) + tuple(k))
     gx = conv_transpose(e, g4, kern, (h, w), s, p, (1, 1), c, flip=False)
