@@ -97,27 +97,29 @@ def run_local(plan, data=None, *, inputs=(), processes: bool = False, timeout: f
     ncompute(graph, clients)
     # admission (runtime/admission.py): the policy's rules and resource limits, every party and the dealer
     admit(graph, policy, constants=constants, inputs=inputs, merge=merge, lazy=lazy, frac=frac, clients=clients)
-    if clients:
-        return _with_clients(graph, constants, data, inputs, clients, frac, lambda shares, kept: _run_threads(
-            graph, constants, data, inputs, timeout, merge, frac, progress, lazy, policy, clients, shares, kept),
-            processes)
     if processes:
         from .procs import run_processes
 
         if not lazy:
             raise ValueError("lazy=False is for comparisons with threads")
-        outputs, stats, wall = run_processes(graph, constants, data, inputs, timeout=timeout, merge=merge,
-                                             frac=frac, transport=transport or "tls")
-        return LocalResult(outputs, stats, wall, list(graph.parties))
-    return _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress, lazy, policy)
+
+        def run(shares=None, kept=None):
+            outputs, stats, wall = run_processes(graph, constants, data, inputs, timeout=timeout, merge=merge,
+                                                 frac=frac, transport=transport or "tls", clients=clients,
+                                                 client_shares=shares, kept=kept)
+            return LocalResult(outputs, stats, wall, list(graph.parties))
+    else:
+        def run(shares=None, kept=None):
+            return _run_threads(graph, constants, data, inputs, timeout, merge, frac, progress, lazy, policy,
+                                clients, shares, kept)
+    if clients:
+        return _with_clients(graph, constants, data, inputs, clients, frac, run)
+    return run()
 
 
-def _with_clients(graph, constants, data, inputs, clients, frac, run, processes) -> LocalResult:
-    """Play each client around a run of the computing parties: its shares before, its
-    reconstruction after (runtime/clients.py)."""
-    if processes:
-        raise PlanRuntimeError(None, clients[0], "clients run with threads here (processes=False); on several "
-                                                 "machines, workers serve them (planc.Cluster)")
+def _with_clients(graph, constants, data, inputs, clients, frac, run) -> LocalResult:
+    """Play each client around a run of the computing parties (threads or processes): its
+    shares before, its reconstruction after (runtime/clients.py)."""
     n = ncompute(graph, clients)
     plays = {c: ClientRun(graph, c, clients, data=data.get(c, {}), constants=constants, inputs=inputs, frac=frac)
              for c in clients}

@@ -57,7 +57,8 @@ _GRACE_DIED = 1.0  # the same after a rank's death: that is the run's error, the
 
 def run_rank(graph, constants, rank: int, addr: str, port: int, nparties: int, names, data=None, inputs=(),
              timeout: float = DEFAULT_TIMEOUT, merge: bool = True, frac: int = fixed.DEFAULT_FRAC_BITS, *,
-             host: bool | None = None, bind: str | None = None, prefix: str = PREFIX):
+             host: bool | None = None, bind: str | None = None, prefix: str = PREFIX, clients=(),
+             client_shares=None, reveals_out=None):
     """Act as rank `rank` (a party, or the dealer when rank == nparties) of a run whose
     rendezvous store is at addr:port (served by rank 0 unless `host` says otherwise).
 
@@ -69,21 +70,25 @@ def run_rank(graph, constants, rank: int, addr: str, port: int, nparties: int, n
     if len(names) != nparties + 1:
         raise ValueError(f"{len(names)} names for {nparties} parties and the dealer")
     comm = DistComm(rank, names, timeout, addr=addr, port=port, host=host, bind=bind, prefix=prefix)
-    return run_on(comm, graph, constants, nparties, data, inputs, merge, frac)
+    return run_on(comm, graph, constants, nparties, data, inputs, merge, frac, clients=clients,
+                  client_shares=client_shares, reveals_out=reveals_out)
 
 
 def run_on(comm, graph, constants, nparties: int, data=None, inputs=(), merge: bool = True,
-           frac: int = fixed.DEFAULT_FRAC_BITS):
+           frac: int = fixed.DEFAULT_FRAC_BITS, *, clients=(), client_shares=None, reveals_out=None):
     """Act as `comm`'s rank (a party, or the dealer when rank == nparties) over a connected
-    communicator of any kind; returns (outputs, stats) as run_rank does, and closes it."""
+    communicator of any kind; returns (outputs, stats) as run_rank does, and closes it.
+    clients / client_shares / reveals_out: as run_party takes them (runtime/clients.py)."""
     rank = comm.rank
     try:
         if rank < nparties:
             outs, timings = run_party(graph, comm, data=data or {}, constants=constants, inputs=inputs,
-                                      frac=frac, merge=merge)
+                                      frac=frac, merge=merge, clients=clients, client_shares=client_shares,
+                                      reveals_out=reveals_out)
             outs = [held(o) for o in outs]
         else:
-            timings = run_dealer(graph, comm, constants=constants, inputs=inputs, frac=frac, merge=merge)
+            timings = run_dealer(graph, comm, constants=constants, inputs=inputs, frac=frac, merge=merge,
+                                 clients=clients)
             outs = []
         t = time.perf_counter()
         comm.close()  # the last sends must be taken before this rank leaves
@@ -113,8 +118,18 @@ def _read_message(data: bytes):
 
 
 
-def _outputs_message(outs, stats) -> bytes:
+def _outputs_message(outs, stats, kept=None) -> bytes:
+    """Outputs, counters and what this party keeps for each client ({client: {value:
+    entry}}: an entry's tensor goes as `kept/<i>`, its other fields in the header)."""
     kinds, tensors = [], {}
+    kept_head = []
+    for client, values in (kept or {}).items():
+        for value, entry in values.items():
+            i = len(kept_head)
+            tensor_key = "plain" if "plain" in entry else "share"
+            kept_head.append({"client": client, "value": value, "kind": tensor_key,
+                              **{k: v for k, v in entry.items() if k not in ("plain", "share")}})
+            tensors[f"kept/{i}"] = entry[tensor_key]
     for i, o in enumerate(outs):
         if isinstance(o, Shared):
             kinds.append({"kind": "shared", "extra": o.extra})
@@ -124,7 +139,7 @@ def _outputs_message(outs, stats) -> bytes:
             tensors[f"out{i}"] = o
         else:
             kinds.append({"kind": "none"})
-    return _message({"ok": True, "outs": kinds, "stats": stats}, tensors)
+    return _message({"ok": True, "outs": kinds, "stats": stats, "kept": kept_head}, tensors)
 
 
 def _outputs(header, tensors):
@@ -134,7 +149,12 @@ def _outputs(header, tensors):
             outs.append(Shared(tensors[f"out{i}"], k["extra"]))
         else:
             outs.append(tensors[f"out{i}"] if k["kind"] == "tensor" else None)
-    return outs, header["stats"]
+    kept: dict = {}
+    for i, e in enumerate(header.get("kept") or []):
+        entry = {k: v for k, v in e.items() if k not in ("client", "value", "kind")}
+        entry[e["kind"]] = tensors[f"kept/{i}"]
+        kept.setdefault(e["client"], {})[e["value"]] = entry
+    return outs, header["stats"], kept
 
 
 # ---- spawning ---------------------------------------------------------------------------------
@@ -203,14 +223,18 @@ def _child(plan_bytes: bytes, job: bytes, rank: int, port: int, conn):
         data = {k[5:]: t for k, t in tensors.items() if k.startswith("data/")}
         inputs = [tensors[f"input/{i}"] for i in range(head["inputs"])]
         names = head["names"]
+        clients = tuple(head.get("clients") or ())
+        shares = {k[3:]: t for k, t in tensors.items() if k.startswith("cs/")} if clients else None
+        kept: dict = {}
+        kw = {"clients": clients, "client_shares": shares, "reveals_out": kept}
         if head["transport"] == "tls":
             comm = _tls_comm(rank, names, head["timeout"], port, head["tls"])
             outs, stats = run_on(comm, graph, plan.constants, len(names) - 1, data, inputs, head["merge"],
-                                 head["frac"])
+                                 head["frac"], **kw)
         else:
             outs, stats = run_rank(graph, plan.constants, rank, "127.0.0.1", port, len(names) - 1, names, data,
-                                   inputs, head["timeout"], head["merge"], head["frac"], host=False)
-        conn.send_bytes(_outputs_message(outs, stats))
+                                   inputs, head["timeout"], head["merge"], head["frac"], host=False, **kw)
+        conn.send_bytes(_outputs_message(outs, stats, kept))
     except BaseException as e:  # noqa: BLE001 — every failure goes to the parent
         try:
             conn.send_bytes(_message({"ok": False, "error": ErrorRecord.of(e, graph).to_json()}))
@@ -249,7 +273,8 @@ def _tls_comm(rank, names, timeout, port, tls: dict):
     return TLSComm(rank, names, timeout, identity=ident, listener=listener, peers=peers, run_id=tls["run_id"])
 
 
-def _job(names, own: dict, inputs, timeout, merge, frac, transport="gloo", tls=None) -> bytes:
+def _job(names, own: dict, inputs, timeout, merge, frac, transport="gloo", tls=None, clients=(),
+         client_shares=None) -> bytes:
     tensors = {}
     for tag, t in own.items():
         if not isinstance(t, torch.Tensor):
@@ -257,9 +282,11 @@ def _job(names, own: dict, inputs, timeout, merge, frac, transport="gloo", tls=N
         tensors[f"data/{tag}"] = t
     for i, t in enumerate(inputs):
         tensors[f"input/{i}"] = torch.as_tensor(t)
+    for value, t in (client_shares or {}).items():  # this party's shares of the clients' values
+        tensors[f"cs/{value}"] = t
     # one torch thread per rank: the ranks share this machine's cores
     head = {"names": names, "inputs": len(inputs), "timeout": timeout, "merge": merge, "frac": frac,
-            "torch_threads": 1, "transport": transport, "tls": tls}
+            "torch_threads": 1, "transport": transport, "tls": tls, "clients": list(clients)}
     return _message(head, tensors)
 
 
@@ -267,9 +294,13 @@ TRANSPORTS = ("tls", "gloo")
 
 
 def run_processes(graph, constants, data, inputs, *, timeout: float = DEFAULT_TIMEOUT, merge: bool = True,
-                  frac: int = fixed.DEFAULT_FRAC_BITS, transport: str = "tls"):
+                  frac: int = fixed.DEFAULT_FRAC_BITS, transport: str = "tls", clients=(), client_shares=None,
+                  kept=None):
     """All ranks of `graph` as processes on this machine (see the module docstring).
 
+    clients / client_shares / kept: the plan's non-computing parties, each computing
+    party's shares of their values, and a list filled with what each keeps for them
+    (runtime/local.py plays the clients around the run).
     transport: "tls" (default) — the ranks' links are mutually authenticated TLS with a
     CA and certificates made for this run alone (comm/tls.py), as between machines;
     "gloo" — torch.distributed's gloo over loopback TCP, unauthenticated and unencrypted:
@@ -289,18 +320,20 @@ def run_processes(graph, constants, data, inputs, *, timeout: float = DEFAULT_TI
             from .comm.tls import throwaway_identities
 
             where = stack.enter_context(tempfile.TemporaryDirectory(prefix="planc-tls-"))  # 0700, removed after
-            ids = throwaway_identities(list(graph.parties) + ["dealer"], where)
+            ids = throwaway_identities(list(graph.parties)[:len(graph.parties) - len(clients)] + ["dealer"], where)
             tls = {n: {"cert": i.cert, "key": i.key} for n, i in ids.items()}
             tls["ca"] = next(iter(ids.values())).ca
             tls["run_id"] = os.urandom(8).hex()
-        return _run_processes(graph, constants, data, inputs, timeout, merge, frac, transport, tls)
+        return _run_processes(graph, constants, data, inputs, timeout, merge, frac, transport, tls,
+                              tuple(clients), client_shares, kept)
 
 
-def _run_processes(graph, constants, data, inputs, timeout, merge, frac, transport, tls):
+def _run_processes(graph, constants, data, inputs, timeout, merge, frac, transport, tls, clients=(),
+                   client_shares=None, kept=None):
     import torch.multiprocessing as mp
 
-    names = list(graph.parties) + ["dealer"]
-    n = len(graph.parties)
+    n = len(graph.parties) - len(clients)  # the computing parties; clients are played by the caller
+    names = list(graph.parties)[:n] + ["dealer"]
     ctx = mp.get_context("spawn")
     t0 = time.perf_counter()
     store = host_store("127.0.0.1", 0, None, timeout)  # port 0: a free port, no race
@@ -310,7 +343,8 @@ def _run_processes(graph, constants, data, inputs, timeout, merge, frac, transpo
     for r in range(n + 1):
         # each party gets its own data only; the dealer none
         own = dict(data.get(names[r], {})) if r < n else {}
-        job = _job(names, own, tuple(inputs), timeout, merge, frac, transport, tls)
+        job = _job(names, own, tuple(inputs), timeout, merge, frac, transport, tls, clients,
+                   client_shares[r] if client_shares and r < n else None)
         reader, writer = ctx.Pipe(duplex=False)
         conns.append(reader)
         writers.append(writer)
@@ -402,6 +436,9 @@ def _run_processes(graph, constants, data, inputs, timeout, merge, frac, transpo
         raise PlanRuntimeError(None, missing[0], "the rank ended without a result")
     outputs = {names[r]: results[r][0] for r in range(n)}
     stats = {names[r]: results[r][1] for r in range(n + 1)}
+    if kept is not None:  # what each computing party keeps for the clients
+        for r in range(n):
+            kept[r].update(results[r][2])
     return outputs, stats, wall
 
 

@@ -47,6 +47,23 @@ def test_client_outputs_match_plaintext_and_nobody_else_sees_them(seed):
     assert set(res.stats) == {"alice", "bob", "dealer"}  # the client is no rank
 
 
+@pytest.mark.parametrize("transport", ["tls", "gloo"])
+def test_clients_with_one_process_per_party(transport):
+    """The same run as threads, each computing party in a process of its own: the counters
+    are the threads' exactly and the client's outputs match plaintext."""
+    data = _data(7)
+    want = planc.run_reference(scoring.plan, data=data)
+    res = run_local(scoring.plan, data, clients=["orch"], timeout=60, processes=True, transport=transport)
+    threads = run_local(scoring.plan, data, clients=["orch"], timeout=30)
+    got = res.outputs["orch"]
+    assert torch.allclose(got[2], want[2], atol=2 ** -10) and torch.allclose(got[1], want[1], atol=2 ** -8)
+    for p in ("alice", "bob"):
+        assert res.outputs[p][0] is None and res.outputs[p][2] is None
+    keys = ("rounds", "bytes_sent", "bytes_recv", "dealer_bytes")
+    assert {p: {k: s[k] for k in keys} for p, s in res.stats.items()} == \
+        {p: {k: s[k] for k in keys} for p, s in threads.stats.items()}
+
+
 def test_client_shares_are_random_and_add_up():
     data = _data(0)
     play = ClientRun(scoring.plan.graph, "orch", ["orch"], data=data["orch"])
