@@ -58,16 +58,8 @@ def _configs(dep):
 
 @pytest.fixture(scope="module")
 def daemons(dep):
-    ds = {k: wk.Daemon(v, k) for k, v in _configs(dep).items()}
-    for x in ds.values():
-        x.launch()
-    try:
-        for x in ds.values():
-            x.wait_ready()
+    with wk.running(_configs(dep)) as ds:
         yield ds
-    finally:
-        for x in ds.values():
-            x.stop()
 
 
 def _cluster_toml(dep, daemons, who="orch"):

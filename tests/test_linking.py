@@ -53,18 +53,10 @@ def dep(tmp_path_factory):
                                catalogue=[{"tag": "x", "file": str(d / "x.safetensors")}]),
         "dealer": wk.write_config(d / "dealer.toml", name="dealer", role="dealer", **ids["dealer"], **common),
     }
-    ds = {k: wk.Daemon(v, k) for k, v in cfgs.items()}
-    for x in ds.values():
-        x.launch()
-    try:
-        for x in ds.values():
-            x.wait_ready()
-        with planc.Cluster({n: ds[n].url for n in ("alice", "bob")}, dealer={"dealer": ds["dealer"].url},
-                           identity={**ids["orch"], "ca": d / "certs" / "ca.pem"}) as c:
-            yield {"dir": d, "daemons": ds, "cluster": c}
-    finally:
-        for x in ds.values():
-            x.stop()
+    with wk.running(cfgs) as ds, planc.Cluster({n: ds[n].url for n in ("alice", "bob")},
+                                               dealer={"dealer": ds["dealer"].url},
+                                               identity={**ids["orch"], "ca": d / "certs" / "ca.pem"}) as c:
+        yield {"dir": d, "daemons": ds, "cluster": c}
 
 
 def _plan(tag):

@@ -45,19 +45,11 @@ def dep(tmp_path_factory):
     for w in SERVERS:
         cfgs[w] = wk.write_config(d / f"{w}.toml", name=w, **ids[w], **common,
                                   serving={"owners": ["alice"], "max_requests": 500, "max_batch": 8})
-    ds = {k: wk.Daemon(v, k) for k, v in cfgs.items()}
-    for x in ds.values():
-        x.launch()
-    try:
-        for x in ds.values():
-            x.wait_ready()
-        cluster = planc.Cluster({n: ds[n].url for n in ["alice", *SERVERS]}, {"dealer": ds["dealer"].url},
-                                {"cert": ids["orch"]["cert"], "key": ids["orch"]["key"], "ca": str(ca)}, timeout=30)
+    with wk.running(cfgs) as ds, planc.Cluster({n: ds[n].url for n in ["alice", *SERVERS]},
+                                               {"dealer": ds["dealer"].url},
+                                               {"cert": ids["orch"]["cert"], "key": ids["orch"]["key"],
+                                                "ca": str(ca)}, timeout=30) as cluster:
         yield {"dir": d, "ids": ids, "ca": ca, "daemons": ds, "cluster": cluster, "weights": weights}
-        cluster.close()
-    finally:
-        for x in ds.values():
-            x.stop()
 
 
 def _serve(dep, **kw):

@@ -127,16 +127,8 @@ def daemons(dep):
         "carol": wk.write_config(d / "carol.toml", name="carol", **ids["carol"], **common, approval="manual",
                                  admins=["boss"], catalogue=[{"tag": "va", "file": str(d / "a.safetensors")}]),
     }
-    ds = {k: wk.Daemon(v, k) for k, v in cfgs.items()}
-    for x in ds.values():
-        x.launch()
-    try:
-        for x in ds.values():
-            x.wait_ready()
+    with wk.running(cfgs) as ds:
         yield ds
-    finally:
-        for x in ds.values():
-            x.stop()
 
 
 @pytest.fixture(scope="module")
