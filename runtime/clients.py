@@ -182,18 +182,18 @@ class ClientRun:
         env = self.env
         for node in self.g.nodes:
             d = ops.get(node.op)
-            if d.terminator or node.results[0].name in env:
-                continue
-            r = node.result
+            if d.terminator or node.regions or node.results[0].name in env:
+                continue  # a loop is the computing parties' (its results may be revealed to this client later)
+            r = node.results[0]
             if node.op == "reveal":
                 if node.attr("to") in (self.k, -1) and r.name in revealed:
                     env[r.name] = revealed[r.name]
                 elif node.attr("to") == self.k and node.operands[0].name in env:
                     env[r.name] = env[node.operands[0].name]  # its own value, back to itself
                 continue
-            vis = r.type.vis
-            mine = vis.is_public or (vis.is_private and vis.owner == self.k)
-            if not mine or node.regions:
+            mine = all(x.type.vis.is_public or (x.type.vis.is_private and x.type.vis.owner == self.k)
+                       for x in node.results)
+            if not mine:
                 continue
             if d.source:
                 outs = [self._source(node)]
@@ -236,8 +236,8 @@ class ClientRun:
         value of this client that the computing parties read."""
         out = [{} for _ in range(self.n)]
         for node in self.g.walk():
-            if not node.results or node.result.name not in self.sends:
-                continue
+            if len(node.results) != 1 or node.result.name not in self.sends:
+                continue  # a client's values are single results (loads, and what it computes from them)
             if node.result.type.vis.owner != self.k:
                 continue
             name = node.result.name
