@@ -28,9 +28,13 @@ How exact each figure is
   elements; copies inside a matrix product) and packed send buffers, plus a margin of ``MARGIN`` times
   the largest single tensor for the temporaries real parties make where the shape-only
   run takes a shortcut, plus the party's own data, the plan's constants, and (last party)
-  the dealer's corrections, which it holds for the whole run, plus ``BASE_BYTES``.
+  the dealer's corrections it holds, plus ``BASE_BYTES``.
   The dealer's: every correction it holds until it sends them in one packed message, the
-  packed copy or its largest request, and the public values. tests/test_bounds.py checks
+  packed copy or its largest request, and the public values. Material of more than one
+  chunk (runtime/material.py, ``chunk_bytes()``) travels in chunks of at most
+  ``chunk_bytes() + the largest request``: then the last party holds two chunks (the
+  one it uses, the one prefetched), the dealer two (the one it makes, the one in flight)
+  and a packed copy or its largest request — whatever the plan's total. tests/test_bounds.py checks
   the figures against the live tensors of real runs and against peak RSS growth.
 - **work: an estimate, meant to be high** — element operations of the tensor operations
   the run performs (inputs + outputs touched; multiply-accumulates for products and
@@ -137,6 +141,8 @@ class DealerBounds:
     work: int = 0  # estimate
     node: Node | None = None  # the top-level node that needs the most material
     peak_node: Node | None = None
+    chunks: bool = False  # the material travels in chunks (more than chunk_bytes())
+    chunk_bytes: int = 0  # upper bound: correction bytes one chunk holds (all of them if one chunk)
 
     @property
     def compute_s(self) -> float:
@@ -465,6 +471,7 @@ class _CountingMaterial:
         self.dealer = _Sink()  # the dealer's own work and per-request memory
         self.request_peak = 0
         self.request_peak_node = None
+        self.request_held = 0  # the most correction bytes one request makes (a chunk overshoots by less)
 
     def get(self, kind, random, derived, derive, share_of=None):
         self.counter += 1
@@ -475,6 +482,7 @@ class _CountingMaterial:
         self.dealer_bytes += b
         self.bool_elements += bools
         self.log.append((d, 1, b, bools))
+        self.request_held = max(self.request_held, b + bools)
         self._dealer_cost(random, derived, derive, share_of)
         return {p.name: torch.empty(p.shape, dtype=p.dtype, device="meta") for p in random + derived}
 
@@ -971,10 +979,22 @@ def _static_bytes(graph: Graph, constants, rank: int | None) -> dict:
     return {"constants": const_b, "inputs": sum(inputs.values()), "data": sum(data.values())}
 
 
+def _chunked(mat):
+    """(chunked?, the most correction bytes one chunk holds): material.py's chunks, which
+    close once they reach chunk_bytes() after a request."""
+    from .material import chunk_bytes
+
+    held, c = mat.dealer_bytes + mat.bool_elements, chunk_bytes()
+    if held < c:
+        return False, held
+    return True, min(held, c + mat.request_held)
+
+
 def _party_bounds(name, graph, constants, run: _Run, last: bool) -> PartyBounds:
     s, t, mat = run.sink, run.tally, run.material
     static = _static_bytes(graph, constants, run.rank)
-    corrections = mat.dealer_bytes + mat.bool_elements if last else 0
+    chunked, chunk = _chunked(mat)
+    corrections = (2 * chunk if chunked else chunk) if last else 0  # the chunk in use and the prefetched one
     # the worst moment of the shape-only run, or the largest workspace at the most live bytes
     top = max(s.peak, s.live_max + run.workspace_max)
     parts = {"live tensors": s.live_max,
@@ -998,11 +1018,17 @@ def _party_bounds(name, graph, constants, run: _Run, last: bool) -> PartyBounds:
 def _dealer_bounds(graph, constants, run: _Run) -> DealerBounds:
     """The dealer holds every correction it makes until it sends them all in one packed
     message: at worst all of them and the packed copy, or all of them and the largest
-    request being made (every party's share of its random parts, the derived values)."""
+    request being made (every party's share of its random parts, the derived values).
+    Chunked: the chunk it makes and the one in flight, and the packed copy (at most a
+    chunk) or the largest request."""
     mat, s = run.material, run.sink
     static = _static_bytes(graph, constants, None)
-    held = mat.dealer_bytes + mat.bool_elements  # corrections as tensors (bools unpacked: a byte each)
-    packed = mat.dealer_bytes
+    chunked, chunk = _chunked(mat)
+    if chunked:
+        held, packed = 2 * chunk, chunk
+    else:
+        held = mat.dealer_bytes + mat.bool_elements  # corrections as tensors (bools unpacked: a byte each)
+        packed = mat.dealer_bytes
     peak = (BASE_BYTES + static["constants"] + static["inputs"] + s.peak_pub + held
             + max(packed, mat.request_peak))
     best = max(run.figures.items(), key=lambda kv: kv[1].dealer_bytes, default=None)
@@ -1010,7 +1036,8 @@ def _dealer_bounds(graph, constants, run: _Run) -> DealerBounds:
     if best is not None and best[1].dealer_bytes:
         node = next((n for n in graph.nodes if id(n) == best[0]), None)
     work = DEALER_WORK_FACTOR * mat.dealer.work + WORK_FACTOR * s.work_pub + STEP_WORK * run.tally.steps
-    return DealerBounds(mat.dealer_bytes, mat.counter, dict(mat.kinds), peak, work, node, mat.request_peak_node)
+    return DealerBounds(mat.dealer_bytes, mat.counter, dict(mat.kinds), peak, work, node, mat.request_peak_node,
+                        chunked, chunk)
 
 
 # ---------------------------------------------------------------- the entry point, cached
@@ -1035,7 +1062,10 @@ def compute(plan, *, constants=None, inputs=None, parties=None, merge: bool = Tr
     clients = tuple(clients or ())
     names = list(graph.parties)[:len(graph.parties) - len(clients)]  # the computing parties
     want = _ranks(names, parties)
-    key = (id(graph), id(constants) if constants else 0, merge, lazy, frac, _inputs_key(inputs), clients)
+    from .material import chunk_bytes
+
+    key = (id(graph), id(constants) if constants else 0, merge, lazy, frac, _inputs_key(inputs), clients,
+           chunk_bytes())
     with _cache_lock:
         for k, g, c, b in _CACHE:
             if k == key and g is graph and (c is constants or not (c or constants)) and \

@@ -25,9 +25,25 @@ Making material is most of the dealer's work and one request can take seconds, s
 dealer's ``check`` (its communicator's: a peer failed, the deadline passed) runs before
 each share it draws from a PRG and before deriving: once any party failed, no more
 material is made.
+
+Chunks (bounded memory). A long plan (a training epoch: a scan of 125 steps) needs GiBs
+of corrections, more than the dealer or the last party should hold at once. So the
+dealer makes them in *chunks*: it runs the plan on meta tensors as before, and as soon
+as the corrections it holds reach ``chunk_bytes()`` (tensor bytes, bools a byte each;
+default 256 MiB, ``PLANC_CHUNK_BYTES`` overrides it) it hands them, with their
+descriptors, to its ``flush`` (runtime/session.py sends them to the last party) and goes
+on with empty hands. A chunk always ends at a request boundary, so a chunk holds at most
+``chunk_bytes() + the largest request`` (``chunk_limit``). The last party's
+PartyMaterial starts with the first chunk and, when a request falls past the chunk it
+holds, pulls the next one (its ``more``): the descriptors say where each chunk starts
+and whether it is the last. Request order, descriptors and seeds are exactly those of
+the unchunked run, so the shares, and the results, are bit for bit the same; only the
+moments at which corrections travel change. The seed-derived parts stay as they are.
+A plan whose corrections stay under one chunk is sent in one batch, as before.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +53,21 @@ from . import prg
 
 class MaterialError(RuntimeError):
     pass
+
+
+DEFAULT_CHUNK_BYTES = 256 << 20
+
+
+def chunk_bytes() -> int:
+    """Corrections a chunk gathers before it is sent (bytes as tensors, bools a byte each):
+    ``PLANC_CHUNK_BYTES`` (tests set a tiny one), else 256 MiB."""
+    v = os.environ.get("PLANC_CHUNK_BYTES")
+    return max(1, int(v)) if v else DEFAULT_CHUNK_BYTES
+
+
+def held_bytes(t: torch.Tensor) -> int:
+    """A correction's bytes in memory (a bool one is a byte an element once unpacked)."""
+    return t.numel() * t.element_size()
 
 
 @dataclass(frozen=True)
@@ -60,14 +91,39 @@ def _meta(p: Part):
 
 class PartyMaterial:
     """A party's view: its own shares, regenerated from seeds; the last party also
-    holds the dealer's corrections, consumed in order."""
+    holds the dealer's corrections, consumed in order.
 
-    def __init__(self, rank: int, nparties: int, seed: int, corrections=None, descriptors=None):
+    Chunked material (the last party): `corrections`/`descriptors` are the first chunk
+    (requests ``first ..``); `last` says whether more follow, and ``more()`` returns the
+    next chunk as (descriptors, corrections, first, last) — it is called when a request
+    falls past the chunk held, once that chunk's corrections are all used (the old ones
+    are dropped then: the party holds the chunk it uses, and the one its transport
+    has prefetched). `chunks` counts the chunks and `chunk_max` the most bytes one held."""
+
+    def __init__(self, rank: int, nparties: int, seed: int, corrections=None, descriptors=None, *,
+                 first: int = 0, last: bool = True, more=None):
         self.rank, self.n, self.seed = rank, nparties, seed
         self.counter = 0
         self.corrections = list(corrections or [])
         self.descriptors = list(descriptors or [])
+        self._first, self._last, self._more = first, last, more
         self._next = 0
+        self.chunks = 1
+        self.chunk_max = sum(held_bytes(t) for t in self.corrections)
+
+    def _pull(self, i, kind):
+        if self._next != len(self.corrections) or self._more is None:
+            raise MaterialError(f"dealer material mismatch at request {i} ({kind}): {len(self.corrections) - self._next}"
+                                " corrections of the previous chunk left unused")
+        want = self._first + len(self.descriptors)
+        self.corrections = self.descriptors = None  # the used chunk goes before the next comes
+        descriptors, corrections, first, last = self._more()
+        if first != want:
+            raise MaterialError(f"dealer material chunk starts at request {first}, expected {want}")
+        self.descriptors, self.corrections = list(descriptors), list(corrections)
+        self._first, self._last, self._next = first, last, 0
+        self.chunks += 1
+        self.chunk_max = max(self.chunk_max, sum(held_bytes(t) for t in self.corrections))
 
     def get(self, kind: str, random: list[Part], derived: list[Part], derive, share_of=None) -> dict:
         i = self.counter
@@ -90,12 +146,16 @@ class PartyMaterial:
         return prg.random_like(_kind(p), self.seed, f"{i}/{p.name}", 0, p.shape)
 
     def _correction(self, i, kind, random, derived, p):
+        if p is derived[0]:
+            while not self._last and i >= self._first + len(self.descriptors):
+                self._pull(i, kind)
         if self._next >= len(self.corrections):
             raise MaterialError(f"dealer material ran out at request {i} ({kind}): the dealer and the parties "
                                 "ran different plans")
         if p is derived[0]:
             want = _descr(kind, random + derived)
-            got = self.descriptors[i] if i < len(self.descriptors) else None
+            j = i - self._first
+            got = self.descriptors[j] if 0 <= j < len(self.descriptors) else None
             if got != want:
                 raise MaterialError(f"dealer material mismatch at request {i}: dealer made {got}, protocol asked "
                                     f"for {want}")
@@ -105,8 +165,13 @@ class PartyMaterial:
         return t
 
     def finish(self):
-        if self.rank == self.n - 1 and self._next != len(self.corrections):
-            raise MaterialError(f"{len(self.corrections) - self._next} dealer corrections left unused")
+        # the dealer's chunk after the plan's last request may hold no corrections (the one
+        # before filled up right at the end): take it, and see that nothing was left
+        while self.rank == self.n - 1 and not self._last and self._next == len(self.corrections):
+            self._pull(self.counter, "end of the plan")
+        if self.rank == self.n - 1 and (self._next != len(self.corrections) or not self._last):
+            raise MaterialError(f"{len(self.corrections) - self._next} dealer corrections left unused"
+                                + ("" if self._last else " (and more chunks not pulled)"))
 
 
 def _kind(p: Part) -> str:
@@ -116,14 +181,40 @@ def _kind(p: Part) -> str:
 
 class DealerMaterial:
     """The dealer's view while it runs the plan on meta tensors: it returns meta
-    placeholders to the protocols and makes the real material on the side."""
+    placeholders to the protocols and makes the real material on the side.
 
-    def __init__(self, nparties: int, seeds: list[int], check=None):
+    flush(descriptors, corrections, first, last): where chunks go (None: everything is
+    kept, one batch). With it, once the corrections held reach `chunk` bytes (default
+    ``chunk_bytes()``) after a request, they are flushed (last=False) and dropped here;
+    ``finish()`` flushes the rest (last=True). `descriptors`/`corrections` are those of
+    the current chunk, `first` its first request; `chunks`, `chunk_max`: as sent."""
+
+    def __init__(self, nparties: int, seeds: list[int], check=None, flush=None, chunk=None):
         self.n, self.seeds = nparties, seeds
         self.counter = 0
         self.corrections: list[torch.Tensor] = []
         self.descriptors: list[str] = []
         self.check = check or _no_check  # callable(where): raises to stop the dealer
+        self.flush, self.chunk = flush, (chunk if chunk is not None else chunk_bytes())
+        self.first = 0
+        self.held = 0
+        self.chunks = 0
+        self.chunk_max = 0
+
+    def _flush(self, last: bool):
+        corrections, descriptors, first = self.corrections, self.descriptors, self.first
+        self.corrections, self.descriptors, self.first = [], [], self.counter
+        self.chunks += 1
+        self.chunk_max = max(self.chunk_max, self.held)
+        self.held = 0
+        self.flush(descriptors, corrections, first, last)
+
+    def finish(self):
+        """The last chunk (with a flush); without one, the corrections stay for the caller."""
+        if self.flush is not None:
+            self._flush(last=True)
+        else:
+            self.chunks, self.chunk_max = 1, self.held
 
     def get(self, kind: str, random: list[Part], derived: list[Part], derive, share_of=None) -> dict:
         """`share_of` {part name: party}: derive also gets that party's share of that
@@ -163,8 +254,12 @@ class DealerMaterial:
                     corr ^= o
                 else:
                     corr -= o
-            self.corrections.append(v.clone() if corr is None else corr)
+            t = v.clone() if corr is None else corr
+            self.corrections.append(t)
+            self.held += held_bytes(t)
         self.descriptors.append(_descr(kind, random + derived))
+        if self.flush is not None and self.held >= self.chunk:
+            self._flush(last=False)
         return {p.name: _meta(p) for p in random + derived}
 
 

@@ -3,8 +3,23 @@
 Setup (not counted as online traffic): each pair of parties agrees on a seed for zero
 sharing (the lower rank sends it), and the dealer sends each party the seed of its
 material. The dealer then runs the plan on shape-only tensors to learn every request,
-makes all the material in one batch and sends the last party its corrections — before
-the online phase starts.
+makes the material and sends the last party its corrections: in one batch before the
+online phase when they fit in one chunk (runtime/material.py: ``chunk_bytes()``), else
+in chunks, each a header (JSON: the chunk's descriptors, its corrections' specs, its
+first request, whether it is the last) and then one dealer batch:
+
+- the dealer sends chunk 0 as soon as it is made (the last party gets it during setup);
+- the last party, on receiving chunk k (not the last), sends the dealer a pull ("next",
+  a setup message: no online round, no online bytes) and goes on; it reads chunk k+1
+  when its requests go past chunk k;
+- the dealer, once chunk k+1 is made, waits for that pull, then sends it, and makes
+  the next. So the last party holds the chunk it uses and at most the next one (in its
+  transport's queue), the dealer the chunk it makes and at most the one in flight:
+  about two chunks each, whatever the plan's total. The dealer's waits are its
+  communicator's (its timeout, a peer's failure); a chunk's online use must take less
+  than the timeout (256 MiB: a few seconds of online work).
+
+dealer_bytes counts every chunk's batch: the total is that of one batch.
 """
 from __future__ import annotations
 
@@ -80,15 +95,14 @@ def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=
         if j < rank:
             pair[j] = int(comm.recv_bytes(j).decode())
     seed = int(comm.recv_bytes(comm.dealer).decode())
-    corrections, descriptors = [], []
     if rank == n - 1:
-        head = json.loads(comm.recv_bytes(comm.dealer).decode())
-        descriptors = head["descriptors"]
-        specs = [(tuple(s), _DTYPES[d]) for s, d in head["specs"]]
-        corrections = comm.recv_dealer_batch(specs) if specs else []
+        descriptors, corrections, first, last = _recv_chunk(comm)
+        material = PartyMaterial(rank, n, seed, corrections, descriptors, first=first, last=last,
+                                 more=lambda: _recv_chunk(comm))
+    else:
+        material = PartyMaterial(rank, n, seed)
     t1 = time.perf_counter()
-    P = Party(rank=rank, nparties=n, names=comm.names[:n], material=PartyMaterial(rank, n, seed, corrections,
-              descriptors), frac=frac, pair_seeds=pair, comm=comm,
+    P = Party(rank=rank, nparties=n, names=comm.names[:n], material=material, frac=frac, pair_seeds=pair, comm=comm,
               integral_names=integral_names(graph, constants or {}), lazy=lazy,
               clients=tuple(range(n, len(graph.parties))))
     interp = Interpreter(graph, P, data=data, constants=constants, inputs=inputs, merge=merge,
@@ -101,7 +115,48 @@ def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=
     if reveals_out is not None:
         reveals_out.update({graph.parties[k]: kept for k, kept in P.for_clients.items()})
     t2 = time.perf_counter()
-    return outs, {"setup_s": t1 - t0, "online_s": t2 - t1, "cpu_s": time.thread_time() - c0}
+    timings = {"setup_s": t1 - t0, "online_s": t2 - t1, "cpu_s": time.thread_time() - c0}
+    if rank == n - 1:  # the dealer's chunks as received (runtime/material.py)
+        timings.update(chunks=P.material.chunks, chunk_max=P.material.chunk_max)
+    return outs, timings
+
+
+def _recv_chunk(comm):
+    """The last party: one chunk of material (header, batch); a pull for the next one
+    if it is not the last. Returns (descriptors, corrections, first, last)."""
+    head = json.loads(comm.recv_bytes(comm.dealer).decode())
+    specs = [(tuple(s), _DTYPES[d]) for s, d in head["specs"]]
+    corrections = comm.recv_dealer_batch(specs) if specs else []
+    last = head.get("last", True)
+    if not last:
+        comm.send_bytes(comm.dealer, _PULL)
+    return head["descriptors"], corrections, head.get("first", 0), last
+
+
+_PULL = b"next"
+
+
+def _head(descriptors, corrections, first, last, chunk):
+    return {"descriptors": descriptors, "first": first, "last": last, "chunk": chunk,
+            "specs": [[list(t.shape), "bool" if t.dtype == torch.bool else "int64"] for t in corrections]}
+
+
+class _ChunkSender:
+    """The dealer's flush: chunk 0 at once, each later one after the last party's pull."""
+
+    def __init__(self, comm):
+        self.comm, self.k = comm, 0
+
+    def __call__(self, descriptors, corrections, first, last):
+        comm, dst = self.comm, self.comm.nparties - 1
+        if self.k > 0:
+            got = comm.recv_bytes(dst, max_bytes=len(_PULL))
+            if got != _PULL:
+                raise PlanRuntimeError(None, "dealer", f"{comm.names[dst]} sent {got!r} where a pull was expected")
+        comm.send_bytes(dst, json.dumps(_head(descriptors, corrections, first, last, self.k)).encode())
+        if corrections:
+            comm.send_dealer_batch(dst, corrections)
+        self.k += 1
 
 
 def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS, merge=True,
@@ -120,8 +175,12 @@ def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFA
         seeds = [prg.new_seed() for _ in range(n)]
         for k in range(n):
             comm.send_bytes(k, str(seeds[k]).encode())
-        prepared = prepare_dealer(graph, n, constants=constants, inputs=inputs, frac=frac, merge=merge,
-                                  lazy=lazy, policy=policy, clients=clients, check=comm.check, seeds=seeds)
+        # made and sent as it goes: in chunks if large (the last one when the plan ends)
+        made = prepare_dealer(graph, n, constants=constants, inputs=inputs, frac=frac, merge=merge,
+                              lazy=lazy, policy=policy, clients=clients, check=comm.check, seeds=seeds,
+                              flush=_ChunkSender(comm))
+        return {"dealer_s": made.make_s, "make_s": made.make_s, "requests": made.requests, "cpu_s": made.cpu_s,
+                "chunks": made.chunks, "chunk_max": made.chunk_max}
     elif prepared.nparties != n:
         raise ValueError(f"material made for {prepared.nparties} parties, the run has {n}")
     else:
@@ -132,34 +191,53 @@ def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFA
     if prepared.corrections:
         comm.send_dealer_batch(n - 1, prepared.corrections)
     return {"dealer_s": prepared.make_s + time.perf_counter() - t0, "make_s": prepared.make_s,
-            "requests": prepared.requests, "cpu_s": prepared.cpu_s}
+            "requests": prepared.requests, "cpu_s": prepared.cpu_s, "chunks": 1, "chunk_max": prepared.chunk_max}
 
 
 class DealerBatch:
     """All of a run's dealer material, made before any party is connected: the parties'
-    seeds, the last party's corrections and their descriptors."""
+    seeds, the last party's corrections and their descriptors (one chunk). Made with a
+    flush (run_dealer), the corrections went out in chunks: head is None then."""
 
-    def __init__(self, nparties, seeds, head, corrections, requests, make_s, cpu_s):
+    def __init__(self, nparties, seeds, head, corrections, requests, make_s, cpu_s, chunks=1, chunk_max=0):
         self.nparties, self.seeds, self.head, self.corrections = nparties, seeds, head, corrections
         self.requests, self.make_s, self.cpu_s = requests, make_s, cpu_s
+        self.chunks, self.chunk_max = chunks, chunk_max
+
+
+class TooLarge(RuntimeError):
+    """prepare_dealer without a flush: the material is more than one chunk (make it at start)."""
+
+
+def _too_large(descriptors, corrections, first, last):
+    raise TooLarge("the dealer material is more than one chunk: made and sent in chunks at start")
 
 
 def prepare_dealer(graph: Graph, nparties: int, *, constants=None, inputs=(), frac=fixed.DEFAULT_FRAC_BITS,
-                   merge=True, lazy=True, policy=None, clients=(), check=None, seeds=None) -> DealerBatch:
+                   merge=True, lazy=True, policy=None, clients=(), check=None, seeds=None, flush=None,
+                   whole=True) -> DealerBatch:
     """Admit the plan as the dealer and make its material (no communicator needed: the
-    material depends on the plan and fresh seeds only). check(where) may raise to stop."""
+    material depends on the plan and fresh seeds only). check(where) may raise to stop.
+    flush: where chunks go as they are made (run_dealer's sender; see material.py).
+    Without one, all the material is kept in one batch — with whole=False only while it
+    fits in one chunk: past it, TooLarge is raised (a worker then makes it at start)."""
     if ncompute(graph, clients) != nparties:
         raise PlanRuntimeError(None, "dealer", f"material for {nparties} parties, but the plan has "
                                                f"{ncompute(graph, clients)} computing parties")
     admitted = admit(graph, policy, party="dealer", constants=constants or {}, inputs=inputs, merge=merge,
                      lazy=lazy, frac=frac, clients=clients)  # admission
+    if flush is None and not whole and getattr(admitted.bounds.dealer, "chunks", False):
+        raise TooLarge("the dealer material is more than one chunk (the cost model's exact total): made and sent "
+                       "in chunks at start")
     graph, from_clients = for_computing(graph, clients)
     n = nparties
     c0 = time.thread_time()
     t0 = time.perf_counter()
     warm_up()
     seeds = list(seeds) if seeds is not None else [prg.new_seed() for _ in range(n)]
-    material = DealerMaterial(n, seeds, check=check)  # stops making material once check raises
+    if flush is None and not whole:
+        flush = _too_large
+    material = DealerMaterial(n, seeds, check=check, flush=flush)  # stops making material once check raises
     P = Party(rank=0, nparties=n, names=list(graph.parties[:n]), material=material, frac=frac, meta=True,
               integral_names=integral_names(graph, constants or {}), lazy=lazy,
               clients=tuple(range(n, len(graph.parties))))
@@ -171,8 +249,18 @@ def prepare_dealer(graph: Graph, nparties: int, *, constants=None, inputs=(), fr
     def fake(ex):
         return {s: [torch.empty(sh, dtype=dt, device="meta") for sh, dt in specs] for s, specs in ex.recvs.items()}
 
-    interp.run(fake)
-    head = {"descriptors": material.descriptors,
-            "specs": [[list(t.shape), "bool" if t.dtype == torch.bool else "int64"] for t in material.corrections]}
-    return DealerBatch(n, seeds, head, material.corrections, material.counter, time.perf_counter() - t0,
-                       time.thread_time() - c0)
+    try:
+        interp.run(fake)
+    except PlanRuntimeError as e:  # the interpreter names the node: TooLarge is no error of it
+        cause = e
+        while cause is not None and not isinstance(cause, TooLarge):
+            cause = cause.__cause__
+        if cause is not None:
+            raise TooLarge(str(cause)) from None
+        raise
+    if material.flush is _too_large:
+        material.flush = None  # it fit: one batch
+    material.finish()
+    head = None if material.flush is not None else _head(material.descriptors, material.corrections, 0, True, 0)
+    return DealerBatch(n, seeds, head, material.corrections if head else [], material.counter,
+                       time.perf_counter() - t0, time.thread_time() - c0, material.chunks, material.chunk_max)

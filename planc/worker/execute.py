@@ -53,7 +53,10 @@ def bind(run, cfg, identity):
 class Prepared:
     """The dealer's material for an accepted run, made in a thread of its own from the
     moment of acceptance (it needs the plan only, no peer), so that at start only the
-    sending is left; the wait for the other parties' acceptance and for the start hides it."""
+    sending is left; the wait for the other parties' acceptance and for the start hides it.
+    Only material that fits in one chunk is made ahead (runtime/material.py): past it,
+    making stops (TooLarge) and the batch is None — run_dealer then makes and sends the
+    chunks at start, in bounded memory."""
 
     def __init__(self, run, policy):
         self.batch = self.error = None
@@ -70,9 +73,14 @@ class Prepared:
             if run.cancel_reason is not None or run.state not in ("accepted", "running"):
                 raise Cancelled(run.cancel_reason or f"run {sub.run_id} is {run.state}")
 
+        from planc.runtime.session import TooLarge
+
         try:
             self.batch = prepare_dealer(sub.graph, len(sub.parties), constants=sub.plan.constants, inputs=sub.inputs,
-                                        frac=sub.frac, policy=policy, clients=tuple(sub.clients), check=check)
+                                        frac=sub.frac, policy=policy, clients=tuple(sub.clients), check=check,
+                                        whole=False)
+        except TooLarge:
+            self.batch = None  # chunked: made at start
         except BaseException as e:  # noqa: BLE001 — the run's error, raised where it starts
             self.error = e
 
