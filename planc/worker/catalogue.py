@@ -21,6 +21,7 @@ u8) is listed under its own name and no plan can load it.
 """
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from dataclasses import dataclass, field
@@ -94,15 +95,17 @@ class ModelEntry:
                            for n, d, sh in self.inputs],
                 "outputs": list(self.outputs), "description": self.description, "meta": dict(self.meta)}
 
+    @functools.cached_property
+    def _initializers(self) -> dict:
+        return {init.name: init for init in self.model.graph.initializer}
+
     def weight(self, name: str):
-        """One float initializer as a tensor (a linked plan's load of ``<tag>/<name>``)."""
+        """One float initializer as a tensor (a linked plan's load of ``<tag>/<name>``);
+        found by name in one lookup (a model's many weights are loaded one by one)."""
         import torch
         from onnx import numpy_helper
 
-        for init in self.model.graph.initializer:
-            if init.name == name:
-                return torch.from_numpy(numpy_helper.to_array(init).copy())
-        raise KeyError(name)
+        return torch.from_numpy(numpy_helper.to_array(self._initializers[name]).copy())
 
 
 @dataclass(frozen=True)

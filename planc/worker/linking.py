@@ -147,9 +147,11 @@ def exchange(sub, comm, linked_bytes: bytes | None, read_plan):
         plan = sub.linked
     else:
         raw = comm.recv_bytes(owner, max_bytes=MAX_LINKED)
+        digest = hashlib.sha256(raw).hexdigest()
         try:
-            plan = read_plan(raw)
+            plan = read_plan(raw, digest)
         except Refusal as e:
             raise Refusal(403, "link", f"the linked plan from {sub.graph.parties[owner]}: {e.message}") from None
         check_linked(sub.graph, plan, owner)
+        return plan, digest
     return plan, hashlib.sha256(raw).hexdigest()

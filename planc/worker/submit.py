@@ -132,13 +132,13 @@ _PLANS_SIZE = 16
 _plans_lock = threading.Lock()
 
 
-def read_plan(raw: bytes):
+def read_plan(raw: bytes, digest: str | None = None):
     """The plan in `raw`, with every plan-file check. A plan file read before (the same
     bytes: the same sha256) is the same immutable Plan object, so the checks and the
     admission's bounds (cached per plan object) are not paid again for a repeated plan."""
     from planc.ir.plan import Plan, PlanFormatError
 
-    key = hashlib.sha256(raw).hexdigest()
+    key = digest or hashlib.sha256(raw).hexdigest()  # the caller's, when it hashed the bytes already
     with _plans_lock:
         if key in _PLANS:
             _PLANS.move_to_end(key)
@@ -163,7 +163,8 @@ def check(d: dict, *, me: str, role: str, policy, catalogue, rid: str) -> Submis
     from planc.runtime.admission import admit
 
     f = fields(d)
-    plan = read_plan(f["plan"])
+    plan_hash = hashlib.sha256(f["plan"]).hexdigest()
+    plan = read_plan(f["plan"], plan_hash)
     g = plan.graph
     parties, clients = f["parties"], f["clients"]
     n = len(parties)
@@ -208,8 +209,7 @@ def check(d: dict, *, me: str, role: str, policy, catalogue, rid: str) -> Submis
         raise refusal_of(e) from None
     if role != "dealer":
         _catalogue(g, rank, catalogue)
-    raw = f["plan"]
-    return Submission(rid, plan, hashlib.sha256(raw).hexdigest(), party, rank, parties, clients, f["dealer"],
+    return Submission(rid, plan, plan_hash, party, rank, parties, clients, f["dealer"],
                       f["timeout"], f["inputs"], f["client_shares"], frac, owner, linked, linked_bytes)
 
 
