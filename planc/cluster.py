@@ -29,90 +29,23 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures as cf
-import sys
 import time
 import tomllib
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import torch
 
-from planc.ir.plan import Plan as IRPlan
 from planc.runtime import fixed
 from planc.runtime.clients import ClientRun, ncompute
 
-from .worker.wire import encode_tensors, read_message
+from .cluster_io import (ClusterError, ClusterResult, Entry, client_reveals, https_url, onnx_bytes,
+                         plan_bytes, progress_printer, public_output, run_error, url_host)
+from .worker.wire import encode_tensors
 
 _FINAL = ("done", "failed", "cancelled", "expired", "refused")
 _POLL_S = 10.0  # long-poll length per request (the worker caps it at 30 s)
-
-
-class ClusterError(RuntimeError):
-    """A worker refused, failed or could not be reached: `worker`, `rule`, `where`."""
-
-    def __init__(self, worker: str | None, message: str, *, rule: str | None = None, where: str | None = None,
-                 code: int | None = None):
-        self.worker, self.rule, self.where, self.code, self.problem = worker, rule, where, code, message
-        head = f"worker {worker}" if worker else "cluster"
-        if rule:
-            head += f" refused ({rule})" if code and 400 <= code < 500 else f" ({rule})"
-        super().__init__(f"{head}: {message}" + (f" [at {where}]" if where and where not in message else ""))
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One catalogue entry of one worker (never its values)."""
-
-    worker: str
-    tag: str
-    dtype: str
-    shape: tuple
-    description: str = ""
-    meta: dict = field(default_factory=dict, compare=False)
-    kind: str = "tensor"  # or "model": an ONNX model the worker links (its inputs and outputs, never its nodes)
-    inputs: tuple = ()  # a model's inputs: ({"name", "dtype", "shape"}, ...)
-    outputs: tuple = ()
-
-    def shell(self):
-        """``planc.load`` of this entry, with its shape and dtype: for tracing."""
-        from .shells import load
-
-        if self.kind == "model":
-            raise ClusterError(self.worker, f"{self.tag!r} is a model: call it with planc.load_model({self.tag!r}, "
-                                            f"owner={self.worker!r}, output=..., input=...) (its inputs: "
-                                            f"{', '.join(str(i) for i in self.inputs)})")
-        return load(self.tag, owner=self.worker, shape=self.shape, dtype=self.dtype)
-
-
-@dataclass
-class ClusterResult:
-    """A run on the cluster: the client's outputs (None where it may not see one), every
-    party's counters and timings, and what each worker kept."""
-
-    run_id: str
-    plan_hash: str
-    outputs: list
-    stats: dict
-    parties: dict  # plan party -> worker (and "dealer")
-    kept: dict  # worker -> its run's outputs as it reports them (public / own / held / none)
-    wall_s: float
-    accept_s: float
-
-    def summary(self, file=None, *, echo: bool = True) -> str:
-        from planc.runtime.report import render, stats_table, wall_line
-
-        text = render(stats_table(self.stats), wall_line(self.wall_s),
-                      f"run {self.run_id} · plan {self.plan_hash[:16]} · all accepted in "
-                      f"{self.accept_s * 1000:.0f} ms\n")
-        if echo:
-            print(text, end="", file=file if file is not None else sys.stdout)
-        return text
-
-    def __repr__(self) -> str:
-        return (f"<ClusterResult run {self.run_id} plan {self.plan_hash[:12]}; parties "
-                f"{', '.join(f'{p}@{w}' for p, w in self.parties.items())}; wall {self.wall_s * 1000:.0f} ms>")
 
 
 class Cluster:
@@ -129,9 +62,9 @@ class Cluster:
             dealer = {"dealer": dealer}
         if not isinstance(dealer, dict) or len(dealer) != 1:
             raise ClusterError(None, "dealer: give its URL, or {name: URL}")
-        self.workers = {n: _url(u) for n, u in workers.items()}
+        self.workers = {n: https_url(u) for n, u in workers.items()}
         (self.dealer_name, url), = dealer.items()
-        self.urls = {**self.workers, self.dealer_name: _url(url)}
+        self.urls = {**self.workers, self.dealer_name: https_url(url)}
         missing = [k for k in ("cert", "key", "ca") if k not in identity]
         if missing:
             raise ClusterError(None, f"identity: missing {', '.join(missing)} (files of this client's certificate)")
@@ -257,7 +190,7 @@ class Cluster:
         (exported here with `sample` as its example input, the first dimension a batch).
         Plans then call it with ``planc.load_model(tag, owner=to, ...)``; `to` links it.
         Returns the new catalogue entry (inputs and outputs, never the nodes)."""
-        data = _onnx_bytes(model, sample, opset)
+        data = onnx_bytes(model, sample, opset)
         body = {"tag": tag, "onnx": base64.b64encode(data).decode("ascii"), "description": description}
         return self._call(to, "POST", "/v1/models", json=body, timeout=max(self.timeout, 60.0))
 
@@ -276,8 +209,8 @@ class Cluster:
         Returns the client's outputs, every party's counters, and what each worker kept."""
         t0 = time.perf_counter()
         timeout = self.timeout if timeout is None else timeout
-        say = _progress(self.progress if progress is None else progress)
-        raw, ir = _plan_bytes(plan)
+        say = progress_printer(self.progress if progress is None else progress)
+        raw, ir = plan_bytes(plan)
         g = ir.graph
         mapping = dict(parties) if parties is not None else {p: p for p in g.parties if p in self.workers}
         bad = [w for w in mapping.values() if w not in self.workers]
@@ -313,7 +246,6 @@ class Cluster:
             return self._call(who[p], "POST", "/v1/runs", json=body)
 
         say(f"run {rid}: submitting to {', '.join(who[p] for p in order)}")
-        started = False
         try:
             got = self._each(order, submit)
             errors = [e for e in got.values() if isinstance(e, ClusterError)]
@@ -321,17 +253,16 @@ class Cluster:
                 raise errors[0]
             self._await_accepted(rid, order, who, got, timeout, say)
             accept_s = time.perf_counter() - t0
-            peers = {str(i): {"host": got[p].get("data_host") or _host(self.urls[who[p]]),
+            peers = {str(i): {"host": got[p].get("data_host") or url_host(self.urls[who[p]]),
                               "port": got[p]["data_port"], "identity": who[p]} for i, p in enumerate(order)}
             say(f"run {rid}: all accepted in {accept_s * 1000:.0f} ms; starting")
             res = self._each(order, lambda p: self._call(who[p], "POST", f"/v1/runs/{rid}/start",
                                                          json={"peers": peers}))
-            started = True
             errors = [e for e in res.values() if isinstance(e, ClusterError)]
             if errors:
                 raise errors[0]
             # a computing party's shares for this client are fetched as soon as it is done
-            fetch = (lambda p: _reveals(self._call(who[p], "GET", f"/v1/runs/{rid}/reveals", raw=True))) \
+            fetch = (lambda p: client_reveals(self._call(who[p], "GET", f"/v1/runs/{rid}/reveals", raw=True))) \
                 if play is not None else None
             final = self._await_final(rid, order, who, timeout, say, fetch, set(g.parties[:n]))
         except BaseException as e:
@@ -339,12 +270,12 @@ class Cluster:
             raise
         failed = [(p, d) for p, d in final.items() if d["state"] != "done"]
         if failed:
-            raise _run_error(who, failed, final)
+            raise run_error(who, failed, final)
         outputs = [None] * len(g.nodes[-1].operands)
         for p in g.parties[:n]:
             for o in final[p].get("outputs") or []:
                 if o.get("kind") == "public" and outputs[o["index"]] is None:
-                    outputs[o["index"]] = _public(o)
+                    outputs[o["index"]] = public_output(o)
         if play is not None:
             mine = play.finish([final[p]["reveals"] for p in g.parties[:n]])
             outputs = [m if m is not None else o for m, o in zip(mine, outputs)]
@@ -441,92 +372,3 @@ class Cluster:
         from .serving import stop
 
         return stop(self, handle_or_service, release=release)
-
-
-def _run_error(who, failed, final) -> ClusterError:
-    """The run's root failure: a party's own error rather than a peer's echo of it."""
-    def echo(d):  # a peer's failure seen from here, or a run cancelled after one: not the root
-        err = d.get("error") or {}
-        return err.get("type") in ("PeerFailed", "PeerTimeout", "Cancelled") or d["state"] == "cancelled"
-    failed.sort(key=lambda pd: echo(pd[1]))
-    p, d = failed[0]
-    err = d.get("error") or {}
-    return ClusterError(who[p], err.get("message") or f"run ended {d['state']}", rule=err.get("rule") or d["state"],
-                        where=err.get("where"))
-
-
-def _public(o: dict) -> torch.Tensor:
-    """A public output as a run reports it: nested lists, its dtype and shape."""
-    from planc.runtime.dtypes import TORCH_DTYPE
-
-    return torch.tensor(o["value"], dtype=TORCH_DTYPE[o["dtype"]]).reshape(o["shape"])
-
-
-def _reveals(raw: bytes) -> dict:
-    """A worker's reveals body -> {value name: entry} as ClientRun.finish takes it."""
-    header, ts = read_message(raw)
-    out = {}
-    for name, h in header.items():
-        if h.get("kind") == "plain":
-            out[name] = {"plain": ts[name], "dtype": h.get("dtype")}
-        else:
-            out[name] = {"share": ts[name], "extra": int(h.get("extra", 0)), "dtype": h.get("dtype")}
-    return out
-
-
-def _onnx_bytes(model, sample, opset) -> bytes:
-    """An ONNX file's bytes from a path, bytes, or a torch module exported with `sample`."""
-    import io
-    import os
-    import warnings
-
-    if isinstance(model, (bytes, bytearray)):
-        return bytes(model)
-    if isinstance(model, (str, os.PathLike)):
-        return Path(model).read_bytes()
-    if not isinstance(model, torch.nn.Module):
-        raise ClusterError(None, f"upload_model: expected an .onnx path, its bytes or a torch module, got "
-                                 f"{type(model).__name__}")
-    if sample is None:
-        raise ClusterError(None, "upload_model: a torch module needs sample= (an example input) to be exported")
-    samples = sample if isinstance(sample, tuple) else (sample,)
-    names = [f"input{i}" for i in range(len(samples))]
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's notes about its own internals
-        torch.onnx.export(model.eval(), samples, buf, dynamo=False, opset_version=opset, input_names=names,
-                          output_names=["output"], dynamic_axes={**{n: {0: "batch"} for n in names},
-                                                                 "output": {0: "batch"}})
-    return buf.getvalue()
-
-
-def _plan_bytes(plan) -> tuple[bytes, IRPlan]:
-    if isinstance(plan, (bytes, bytearray)):
-        raw = bytes(plan)
-    elif isinstance(plan, (str, Path)):
-        raw = Path(plan).read_bytes()
-    elif isinstance(plan, IRPlan):
-        raw = plan.to_bytes()
-    else:
-        raise ClusterError(None, f"run expects a Plan, plan-file bytes or a path, got {type(plan).__name__}")
-    return raw, IRPlan.from_bytes(raw)
-
-
-def _url(u: str) -> str:
-    if not isinstance(u, str) or not u:
-        raise ClusterError(None, f"expected a URL such as https://127.0.0.1:4000, got {u!r}")
-    if u.startswith("http://"):
-        raise ClusterError(None, f"{u}: daemons speak HTTPS only")
-    return u if u.startswith("https://") else f"https://{u}"
-
-
-def _host(url: str) -> str:
-    return httpx.URL(url).host
-
-
-def _progress(p):
-    if callable(p):
-        return p
-    if p:
-        return lambda msg: print(msg, file=sys.stderr, flush=True)
-    return lambda msg: None
