@@ -74,6 +74,16 @@ def _number(name, v, lo=0.0):
     return float(v)
 
 
+def _rate(name, v):
+    """A learning rate: a number, or a 0-d tensor (traced or plain) for a schedule — e.g. a
+    public row of the xs of planc.scan, one rate per step."""
+    if isinstance(v, (torch.Tensor, fx.Proxy)):
+        if tuple(v.shape) != ():
+            raise TraceError(f"{name}: a tensor learning rate must be 0-d, got shape {list(v.shape)}", user_loc())
+        return v
+    return _number(name, v)
+
+
 def sgd_init(params, momentum: float = 0.0) -> tuple:
     """sgd's starting state: a zero momentum buffer per parameter (none without momentum)."""
     ps, _ = _leaves(params, "params")
@@ -82,13 +92,13 @@ def sgd_init(params, momentum: float = 0.0) -> tuple:
 
 def sgd(params, grads, state=None, *, lr: float, momentum: float = 0.0, dampening: float = 0.0,
         weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False):
-    """One step of torch.optim.SGD: ``(new_params, new_state)``.
+    """One step of torch.optim.SGD: ``(new_params, new_state)``; `lr` a number or a 0-d tensor.
 
     g <- g + weight_decay p; with momentum m: b <- m b + (1 - dampening) g (b = g on a
     first step, state=None, as torch), g <- g + m b with nesterov else b; p <- p - lr g.
     From zero buffers (sgd_init) a first step is torch's when dampening is 0.
     """
-    lr, momentum = _number("lr", lr), _number("momentum", momentum)
+    lr, momentum = _rate("lr", lr), _number("momentum", momentum)
     dampening, weight_decay = _number("dampening", dampening), _number("weight_decay", weight_decay)
     if nesterov and (momentum == 0 or dampening != 0):
         raise TraceError("sgd: nesterov momentum needs momentum > 0 and dampening 0 (as torch.optim.SGD)",
@@ -132,7 +142,7 @@ def adam(params, grads, state=None, *, lr: float = 1e-3, betas=(0.9, 0.999), eps
     division by the denominator is a reciprocal, in its domain for denominators >= 2^-8
     (module docstring).
     """
-    lr, eps, weight_decay = _number("lr", lr), _number("eps", eps), _number("weight_decay", weight_decay)
+    lr, eps, weight_decay = _rate("lr", lr), _number("eps", eps), _number("weight_decay", weight_decay)
     b1, b2 = (_number("betas[0]", betas[0]), _number("betas[1]", betas[1])) if isinstance(betas, (tuple, list)) \
         and len(betas) == 2 else (None, None)
     if b1 is None or not (b1 < 1 and b2 < 1):

@@ -248,6 +248,42 @@ def test_sgd_training_over_shares_matches_torch():
     assert (losses - tl).abs().max() < 5e-4, losses - tl
 
 
+def test_a_learning_rate_schedule_is_a_public_row_of_the_scan():
+    """lr as a 0-d tensor: a public per-step rate scanned with the data, as torch's
+    param_groups[0]["lr"] changed before each step."""
+    x, y = _logreg_data(5, 3)
+    lrs = torch.tensor([0.5, 0.4, 0.3, 0.2, 0.1])
+
+    def train(xy):
+        w, b = torch.zeros(D), torch.zeros(())
+
+        def step(carry, row):
+            w, b, m1, m2 = carry
+            xyb, lr = row
+            loss, grads = planc.value_and_grad(
+                lambda w, b: F.binary_cross_entropy_with_logits(xyb[:, :D] @ w + b, xyb[:, D]), argnums=(0, 1))(w, b)
+            (w, b), (m1, m2) = planc.optim.sgd((w, b), grads, (m1, m2), lr=lr, momentum=0.9)
+            return (w, b, m1, m2), loss
+
+        (w, b, _, _), losses = planc.scan(step, (w, b, *planc.optim.sgd_init((w, b), 0.9)), (xy, lrs))
+        return planc.reveal(w, to="alice"), planc.reveal(losses, to="alice")
+
+    plan = planc.trace(train, planc.load("xy", owner="bob", shape=(5, B, D + 1)), parties=["alice", "bob"])
+    tw, tb = torch.zeros(D, requires_grad=True), torch.zeros((), requires_grad=True)
+    o = torch.optim.SGD([tw, tb], lr=0.5, momentum=0.9)
+    for xb, yb, lr in zip(x, y, lrs):
+        o.param_groups[0]["lr"] = lr.item()
+        o.zero_grad()
+        F.binary_cross_entropy_with_logits(xb @ tw + tb, yb).backward()
+        o.step()
+    w, _ = planc.run_reference(plan, data=_feed_xy(x, y))
+    torch.testing.assert_close(w, tw.detach(), rtol=1e-5, atol=1e-5)
+    w, _ = planc.run_local(plan, _feed_xy(x, y)).outputs["alice"]
+    assert (w - tw.detach()).abs().max() < 1e-3
+    with pytest.raises(planc.TraceError, match="must be 0-d"):
+        planc.optim.sgd(torch.zeros(3), torch.zeros(3), lr=lrs)
+
+
 ADAM = dict(lr=0.05, eps=2.0 ** -8)
 
 
