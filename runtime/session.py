@@ -110,12 +110,26 @@ def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=
     interp.input_limits = admitted.input_limits  # admission: loads and inputs checked against them
     interp.tick = tick
     interp.check = comm.check  # a peer's failure or the deadline stops this party between nodes
-    outs = interp.run(lambda ex: comm.exchange(ex.sends, ex.recvs))
+    # The dealer says when the last party holds its first chunk of material; until then
+    # the others' first exchange would only wait for the dealer's making. That wait is
+    # not online time: it is taken at the first exchange (a party failing on its own
+    # data at a first local node still fails at once) and left out of online_s.
+    waited = [0.0] if rank == n - 1 else []
+
+    def exchange(ex):
+        if not waited:
+            waited.append(_await_ready(comm, rank))
+        return comm.exchange(ex.sends, ex.recvs)
+
+    outs = interp.run(exchange)
+    if not waited:
+        waited.append(_await_ready(comm, rank))
     P.material.finish()
     if reveals_out is not None:
         reveals_out.update({graph.parties[k]: kept for k, kept in P.for_clients.items()})
     t2 = time.perf_counter()
-    timings = {"setup_s": t1 - t0, "online_s": t2 - t1, "cpu_s": time.thread_time() - c0}
+    timings = {"setup_s": t1 - t0, "online_s": t2 - t1 - waited[0], "dealer_wait_s": waited[0],
+               "cpu_s": time.thread_time() - c0}
     if rank == n - 1:  # the dealer's chunks as received (runtime/material.py)
         timings.update(chunks=P.material.chunks, chunk_max=P.material.chunk_max)
     return outs, timings
@@ -134,6 +148,22 @@ def _recv_chunk(comm):
 
 
 _PULL = b"next"
+_READY = b"ready"
+
+
+def _await_ready(comm, rank) -> float:
+    """A party other than the last: wait for the dealer's ready; the seconds waited."""
+    t0 = time.perf_counter()
+    got = comm.recv_bytes(comm.dealer, max_bytes=len(_READY))
+    if got != _READY:
+        raise PlanRuntimeError(None, comm.names[rank], f"the dealer sent {got!r} where {_READY!r} was expected")
+    return time.perf_counter() - t0
+
+
+def _ready(comm):
+    """The dealer: the last party holds its first chunk; the others may start."""
+    for k in range(comm.nparties - 1):
+        comm.send_bytes(k, _READY)
 
 
 def _head(descriptors, corrections, first, last, chunk):
@@ -156,6 +186,8 @@ class _ChunkSender:
         comm.send_bytes(dst, json.dumps(_head(descriptors, corrections, first, last, self.k)).encode())
         if corrections:
             comm.send_dealer_batch(dst, corrections)
+        if self.k == 0:
+            _ready(comm)
         self.k += 1
 
 
@@ -190,6 +222,7 @@ def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFA
     comm.send_bytes(n - 1, json.dumps(prepared.head).encode())
     if prepared.corrections:
         comm.send_dealer_batch(n - 1, prepared.corrections)
+    _ready(comm)
     return {"dealer_s": prepared.make_s + time.perf_counter() - t0, "make_s": prepared.make_s,
             "requests": prepared.requests, "cpu_s": prepared.cpu_s, "chunks": 1, "chunk_max": prepared.chunk_max}
 
