@@ -52,3 +52,40 @@ def test_feature_aggregation_trains_on_workers(tmp_path):
     w = next(iter(load_file(w_file).values()))
     assert torch.allclose(w.to(w_t.dtype), w_t, atol=2e-2), (w, w_t)
     assert res.stats["alice"]["rounds"] > 0 and res.stats["dealer"]["dealer_bytes"] > 0
+
+
+def test_chunked_material_through_the_workers(tmp_path, monkeypatch):
+    """A plan whose dealer material spans several chunks (PLANC_CHUNK_BYTES tiny in the
+    daemons' environment): the dealer daemon cannot prepare it ahead (one chunk at most),
+    makes and sends it in chunks as the last party pulls them; the result is the reference's."""
+    from test_chunks import CHUNK, _data, looped
+
+    monkeypatch.setenv("PLANC_CHUNK_BYTES", str(CHUNK))  # the daemons inherit it
+    data = _data()
+    ids = wk.deployment(tmp_path / "certs", ["alice", "bob", "dealer", "orch"])
+    save_file({"w": data["alice"]["w"]}, str(tmp_path / "a.safetensors"))
+    save_file({"x": data["bob"]["x"]}, str(tmp_path / "b.safetensors"))
+    common = dict(ca=tmp_path / "certs" / "ca.pem", clients=["orch"], transport="tls")
+    cfgs = {
+        "alice": wk.write_config(tmp_path / "alice.toml", name="alice", **ids["alice"], **common,
+                                 catalogue=[{"tag": "w", "file": str(tmp_path / "a.safetensors")}]),
+        "bob": wk.write_config(tmp_path / "bob.toml", name="bob", **ids["bob"], **common,
+                               catalogue=[{"tag": "x", "file": str(tmp_path / "b.safetensors")}]),
+        "dealer": wk.write_config(tmp_path / "dealer.toml", name="dealer", role="dealer", **ids["dealer"], **common),
+    }
+
+    @planc.plan(parties=["alice", "bob", "orch"])
+    def looped_to_orch():
+        x = planc.share(planc.load("x", owner="bob", shape=(40,)))
+        w = planc.share(planc.load("w", owner="alice", shape=(40,)))
+        y = planc.fori_loop(8, lambda i, c: c * w * 0.5 + x, x)
+        return planc.reveal(torch.relu(y), to="orch")
+
+    with wk.running(cfgs) as ds, planc.Cluster({n: ds[n].url for n in ("alice", "bob")},
+                                               {"dealer": ds["dealer"].url},
+                                               {**ids["orch"], "ca": common["ca"]}) as c:
+        res = c.run(looped_to_orch.plan, timeout=120)
+    (want,) = planc.run_reference(looped.plan, data=data)
+    assert torch.allclose(res.outputs[0], want, atol=2e-3), (res.outputs[0] - want).abs().max()
+    assert res.stats["dealer"]["chunks"] >= 4 and res.stats["bob"]["chunks"] == res.stats["dealer"]["chunks"], \
+        (res.stats["dealer"], res.stats["bob"])
