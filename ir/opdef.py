@@ -69,6 +69,7 @@ _NO_DEFAULT = object()
 class Attr:
     kind: str
     default: object = _NO_DEFAULT
+    choices: tuple = ()  # the values a "str" attribute may take (empty: any)
 
     @property
     def required(self) -> bool:
@@ -249,6 +250,8 @@ def full_attrs(opdef: OpDef, given: dict) -> dict:
                 v = tuple(v)
             if not check_attr(spec.kind, v):
                 _err(f"attribute {k}={v!r} is not of kind {spec.kind}", op=opdef.name, attr=k)
+            if spec.choices and v not in spec.choices:
+                _err(f"attribute {k}={v!r} is not one of {', '.join(map(repr, spec.choices))}", op=opdef.name, attr=k)
             # one spelling per value, so that equal graphs print and compare equal
             if spec.kind.startswith("floats") and v is not None:
                 v = tuple(float(x) for x in v)

@@ -75,7 +75,12 @@ op("layer_norm", ("x", "weight?", "bias?"), {"dims": Attr("int"), "eps": Attr("f
    doc="(x - mean) / sqrt(var + eps) * weight + bias over the last `dims` dims (biased var)")
 
 # non-linear
-op("relu", ("x",), {}, _unary, communicates=True, torch_fn="relu", doc="max(x, 0)")
+# how a comparison runs over shares: "bits" (the dealer-assisted bit extraction of
+# runtime/protocols/signbit.py, 3 rounds, any number of parties) or "fss" (a distributed
+# comparison function from the dealer, runtime/protocols/fss.py: 1 round, 2 parties);
+# the compiler's choose_comparisons pass sets it with the cost model
+METHOD = {"method": Attr("str", "bits", choices=("bits", "fss"))}
+op("relu", ("x",), dict(METHOD), _unary, communicates=True, torch_fn="relu", doc="max(x, 0)")
 op("sigmoid", ("x",), {}, _unary_float, communicates=True, torch_fn="sigmoid", approximate=True, doc="1 / (1 + exp(-x))")
 op("tanh", ("x",), {}, _unary_float, communicates=True, torch_fn="tanh", approximate=True, doc="hyperbolic tangent")
 op("exp", ("x",), {}, _unary_float, communicates=True, torch_fn="exp", approximate=True, doc="e^x")
@@ -102,7 +107,7 @@ op("argmax", ("x",), {"dim": Attr("int?", None), "keepdim": Attr("bool", False)}
 
 # comparisons and selection
 for _n, _sym in (("gt", ">"), ("lt", "<"), ("ge", ">="), ("le", "<="), ("eq", "==")):
-    op(_n, ("x", "y"), {}, _compare, communicates=True, nondiff=True, doc=f"x {_sym} y, elementwise (bool)")
+    op(_n, ("x", "y"), dict(METHOD) if _n != "eq" else {}, _compare, communicates=True, nondiff=True, doc=f"x {_sym} y, elementwise (bool)")
 op("where", ("cond", "x", "y"), {}, _where, communicates=True, doc="x where cond else y")
 op("gather", ("x", "index"), {"dim": Attr("int")}, _gather, communicates=True, product=True,
    doc="x's slices at integer `index` along dim (ONNX Gather, numpy take; negative indices count from the "
