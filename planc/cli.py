@@ -349,6 +349,21 @@ def cmd_show(a):
     return 0
 
 
+def _protocols(node) -> str:
+    """The comparison protocols a top-level node runs (planc/passes/comparisons.py):
+    `fss` / `bits` for a comparison, counts for a loop's body."""
+    from collections import Counter
+
+    from planc.passes.comparisons import methods
+
+    got = Counter(m for _, m in methods([node]))
+    if not got:
+        return ""
+    if len(got) == 1 and not node.regions:
+        return next(iter(got))
+    return ", ".join(f"{m} x{k}" for m, k in sorted(got.items()))
+
+
 def _show_cost(con, plan, net):
     from rich.table import Table
 
@@ -366,10 +381,11 @@ def _show_cost(con, plan, net):
     t.add_column("rounds", justify="right")
     for p in parties:
         t.add_column(f"sent by {p}", justify="right")
+    t.add_column("protocol")
     for node, pc in c.per_node:
         any_cost = next(iter(pc.values()))
         t.add_row(f"{node.op} {node.results[0] if node.results else ''}", str(node.loc or ""), str(any_cost.rounds),
-                  *[_mib(pc[p].bytes_sent) if p in pc else "0 B" for p in parties])
+                  *[_mib(pc[p].bytes_sent) if p in pc else "0 B" for p in parties], _protocols(node))
     con.print(t)
     con.print(c.total_table())
     con.print(c.dealer_line(), markup=False)
@@ -604,9 +620,17 @@ def cmd_compile(a):
 
     plan = _read_plan(a.plan)
     try:
+        if a.net is not None:
+            from planc.cost import parse_net
+
+            parse_net(a.net)
+        computing = None
+        if a.clients:
+            computing = len(plan.graph.parties) - len([c for c in a.clients.split(",") if c.strip()])
         out = compile(plan, a.pipeline or DEFAULT_PIPELINE, policy=_policy(a.policy, plan),
-                      print_after_all=a.print_after_all, out=sys.stdout)
-    except PipelineError as e:
+                      print_after_all=a.print_after_all, out=sys.stdout, objective=a.objective, net=a.net,
+                      parties=computing)
+    except (PipelineError, ValueError) as e:
         raise CliError(str(e)) from None
     out.save(a.output)
     before = sum(1 for _ in plan.graph.walk())
@@ -770,6 +794,10 @@ def build_parser():
     p.add_argument("-p", "--pipeline", help=f"comma-separated passes (default: {DEFAULT_PIPELINE})")
     p.add_argument("--policy", help="TOML policy the plan must satisfy")
     p.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
+    p.add_argument("--objective", choices=("rounds", "bytes", "time"),
+                   help="what the comparisons pass minimises (default: time on --net)")
+    p.add_argument("--net", help="network model for --objective time: lan (default), wan or RTT_ms,Gbit_per_s")
+    p.add_argument("--clients", metavar="A,B", help="the plan's parties that do not compute (listed last)")
     p.set_defaults(parser=p, fn=cmd_compile)
 
     p = sub.add_parser("check", help="list every way a plan breaks a policy")

@@ -24,6 +24,8 @@ def compile(plan, pipeline: str = DEFAULT_PIPELINE, *, policy: Policy | None = N
     verify_each: run the verifier after every pass (the tests do).
     """
     graph = plan.graph if isinstance(plan, IRPlan) else plan
+    if isinstance(plan, IRPlan):  # passes that cost the plan read its constants
+        options.setdefault("constants", plan.constants)
     passes = parse_pipeline(pipeline, policy=policy or DEFAULT, **options)
     out = out or sys.stderr
     text = print_graph(graph) if print_after_all else None

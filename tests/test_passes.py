@@ -81,7 +81,7 @@ def same_results(g1, g2, data):
         assert torch.allclose(x, y, rtol=1e-5, atol=1e-5, equal_nan=True)
 
 
-SAFE = ["verify", "policy", "visibility", "constfold", "identities", "cse", "dce", "simplify", "fold-loops",
+SAFE = ["verify", "policy", "visibility", "constfold", "identities", "cse", "dce", "simplify", "fold-loops", "comparisons",
         "unroll-loops", "licm"]
 
 
@@ -140,7 +140,7 @@ def test_one_default_pipeline(capsys, monkeypatch):
 
 
 def test_unknown_pass_is_named():
-    with pytest.raises(PipelineError, match=r"unknown pass 'fold'; passes are constfold, cse, dce, "):
+    with pytest.raises(PipelineError, match=r"unknown pass 'fold'; passes are comparisons, constfold, cse, dce, "):
         parse_pipeline("verify,fold")
 
 

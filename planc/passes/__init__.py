@@ -8,7 +8,7 @@ and every pass returns a new graph (or the same one when nothing changed).
 from __future__ import annotations
 
 from .base import Pass, PASSES, parse_pipeline, register  # noqa: F401
-from . import cse, dce, fold, identities, constfold, licm, policy_pass, simplify, unroll, verify_pass, visibility  # noqa: F401,E402
+from . import comparisons, cse, dce, fold, identities, constfold, licm, policy_pass, simplify, unroll, verify_pass, visibility  # noqa: F401,E402
 
 # fold before visibility: the first trip of an unrolled loop often differs only in
 # visibility (a private initial value), and folding wants identical copies
