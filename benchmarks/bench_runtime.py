@@ -108,12 +108,26 @@ def main(argv=None):
                 rows.append({"workload": name, "parties": n, "comm": comm, "target": OPS[name][2] if n == 2 else "",
                              "crypten": OPS[name][3] if n == 2 else "",
                              **run(op_plan(name, n), op_data(name), a.runs, comm)})
-    print(f"{'workload':18} {'n':>2} {'comm':9} {'median s':>9} {'min s':>7} {'max s':>7} {'rounds':>6} "
+    print(f"{'workload':18} {'n':>2} {'comm':9} {'median s':>9} {'min s':>7} {'max s':>7} {'online s':>8} {'rounds':>6} "
           f"{'MiB/party':>9} {'dealer MiB':>10}  target | CrypTen")
     for r in rows:
         print(f"{r['workload']:18} {r['parties']:>2} {r['comm']:9} {r['median_s']:9.3f} {r['min_s']:7.3f} "
-              f"{r['max_s']:7.3f} {r['rounds']:>6} {r['mib_sent_max']:9.2f} {r['dealer_mib']:10.2f}  "
-              f"{r['target']} | {r['crypten']}")
+              f"{r['max_s']:7.3f} {r['online_median_s']:8.3f} {r['rounds']:>6} {r['mib_sent_max']:9.2f} "
+              f"{r['dealer_mib']:10.2f}  {r['target']} | {r['crypten']}")
+    print("median s: threads = the whole run (dealer + online); tls/gloo = the online phase of the slowest party. "
+          "online s: that online phase, for every communicator")
+    procs = [c for c in comms if c != "threads"]
+    if "threads" in comms and procs:
+        # the same measure on both sides: the slowest party's online phase
+        base = {(r["workload"], r["parties"]): r["online_median_s"] for r in rows if r["comm"] == "threads"}
+        print(f"\none process per party vs threads (online phase, medians)\n{'workload':18} {'n':>2} {'threads':>8} "
+              + " ".join(f"{c:>8} {'ratio':>6}" for c in procs))
+        for key, t in base.items():
+            cells = []
+            for c in procs:
+                got = next(r["online_median_s"] for r in rows if r["comm"] == c and (r["workload"], r["parties"]) == key)
+                cells.append(f"{got:8.3f} {got / t:6.2f}")
+            print(f"{key[0]:18} {key[1]:>2} {t:8.3f} " + " ".join(cells))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(rows, indent=2))
