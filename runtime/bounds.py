@@ -134,7 +134,7 @@ class PartyBounds:
 
 @dataclass
 class DealerBounds:
-    bytes: int = 0  # exact: corrections sent to the last party
+    bytes: int = 0  # exact: corrections sent to the last party, and dealt values to each other party
     requests: int = 0  # exact
     material: dict = field(default_factory=dict)  # request descriptor -> count (exact)
     peak_bytes: int = 0  # upper estimate
@@ -143,6 +143,7 @@ class DealerBounds:
     peak_node: Node | None = None
     chunks: bool = False  # the material travels in chunks (more than chunk_bytes())
     chunk_bytes: int = 0  # upper bound: correction bytes one chunk holds (all of them if one chunk)
+    dealt: int = 0  # exact: dealt values (runtime/material.py) each computing party receives
 
     @property
     def compute_s(self) -> float:
@@ -464,10 +465,11 @@ class _CountingMaterial:
         self.n = nparties
         self.meter = meter
         self.counter = 0
-        self.dealer_bytes = 0
+        self.dealer_bytes = 0  # the last party's corrections (its dealt values among them)
+        self.dealt_bytes = 0  # dealt values: every other party receives them too
         self.bool_elements = 0  # corrections that are bool tensors: unpacked at the last party, 1 byte each
         self.kinds: Counter = Counter()
-        self.log: list = []  # (descriptor, count, bytes, bool elements): loops read the deltas of their trips
+        self.log: list = []  # (descriptor, count, bytes, bool elements, dealt bytes): loops read the deltas of trips
         self.dealer = _Sink()  # the dealer's own work and per-request memory
         self.request_peak = 0
         self.request_peak_node = None
@@ -479,9 +481,11 @@ class _CountingMaterial:
         self.kinds[d] += 1
         b = sum(nbytes(p.shape, p.dtype) for p in derived)
         bools = sum(math.prod(p.shape) for p in derived if p.dtype == torch.bool)
+        dealt = sum(nbytes(p.shape, p.dtype) for p in derived if p.sharing == "dealt")
         self.dealer_bytes += b
+        self.dealt_bytes += dealt
         self.bool_elements += bools
-        self.log.append((d, 1, b, bools))
+        self.log.append((d, 1, b, bools, dealt))
         self.request_held = max(self.request_held, b + bools)
         self._dealer_cost(random, derived, derive, share_of)
         return {p.name: torch.empty(p.shape, dtype=p.dtype, device="meta") for p in random + derived}
@@ -521,12 +525,13 @@ class _CountingMaterial:
 
     def bulk(self, entries, times: int):
         """Loop trips after the first: `entries` (log slice of one trip) again `times` times."""
-        for d, c, b, bools in entries:
+        for d, c, b, bools, dealt in entries:
             self.counter += c * times
             self.kinds[d] += c * times
             self.dealer_bytes += b * times
+            self.dealt_bytes += dealt * times
             self.bool_elements += bools * times
-            self.log.append((d, c * times, b * times, bools * times))
+            self.log.append((d, c * times, b * times, bools * times, dealt * times))
 
 
 # ---------------------------------------------------------------- the cost interpreter
@@ -1036,8 +1041,9 @@ def _dealer_bounds(graph, constants, run: _Run) -> DealerBounds:
     if best is not None and best[1].dealer_bytes:
         node = next((n for n in graph.nodes if id(n) == best[0]), None)
     work = DEALER_WORK_FACTOR * mat.dealer.work + WORK_FACTOR * s.work_pub + STEP_WORK * run.tally.steps
-    return DealerBounds(mat.dealer_bytes, mat.counter, dict(mat.kinds), peak, work, node, mat.request_peak_node,
-                        chunked, chunk)
+    sent = mat.dealer_bytes + (mat.n - 1) * mat.dealt_bytes  # dealt values go to every party
+    return DealerBounds(sent, mat.counter, dict(mat.kinds), peak, work, node, mat.request_peak_node,
+                        chunked, chunk, mat.dealt_bytes)
 
 
 # ---------------------------------------------------------------- the entry point, cached

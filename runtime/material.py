@@ -14,7 +14,13 @@ Sharing kinds:
              protocol likes: it views the words as uint8/uint16/int64 arrays); shares
              come straight from the PRG's keystream and travel as words, with no
              unpacking anywhere;
-- ``own:k``  a random value known in the clear to party k (and the dealer) only.
+- ``own:k``  a random value known in the clear to party k (and the dealer) only;
+- ``dealt``  (derived parts only, int64) a value every computing party receives the SAME
+             copy of, in the clear: the dealer sends it (no seed can stand in for it).
+             The correction words of a distributed comparison function are public to
+             both key holders (protocols/dcf.py). The last party gets it among its
+             corrections (its "correction" is the value itself); every other party gets
+             it in its own dealt chunks (below).
 
 The dealer learns the request sequence by running the plan itself on shape-only (meta)
 tensors: protocols are data-oblivious, so the same code asks for the same material in
@@ -40,6 +46,12 @@ and whether it is the last. Request order, descriptors and seeds are exactly tho
 the unchunked run, so the shares, and the results, are bit for bit the same; only the
 moments at which corrections travel change. The seed-derived parts stay as they are.
 A plan whose corrections stay under one chunk is sent in one batch, as before.
+
+Dealt parts at the other parties. A chunk's dealt values also go, as a *dealt chunk*, to
+every party other than the last — only for chunks that hold dealt parts, and only when
+that party asks for it (its ``more_dealt``, called when a dealt part is requested past
+those it holds): a list of (request, descriptor) and the tensors. A plan with no dealt
+part sends nothing more, so its messages and counts are those of before.
 """
 from __future__ import annotations
 
@@ -101,7 +113,7 @@ class PartyMaterial:
     has prefetched). `chunks` counts the chunks and `chunk_max` the most bytes one held."""
 
     def __init__(self, rank: int, nparties: int, seed: int, corrections=None, descriptors=None, *,
-                 first: int = 0, last: bool = True, more=None):
+                 first: int = 0, last: bool = True, more=None, more_dealt=None):
         self.rank, self.n, self.seed = rank, nparties, seed
         self.counter = 0
         self.corrections = list(corrections or [])
@@ -110,6 +122,10 @@ class PartyMaterial:
         self._next = 0
         self.chunks = 1
         self.chunk_max = sum(held_bytes(t) for t in self.corrections)
+        # a party other than the last: the dealt values it holds, as (request, descriptor)
+        # and tensors, and how to pull the next dealt chunk (material.py docstring)
+        self._more_dealt = more_dealt
+        self._dealt_entries, self._dealt, self._dealt_next = [], [], 0
 
     def _pull(self, i, kind):
         if self._next != len(self.corrections) or self._more is None:
@@ -132,7 +148,9 @@ class PartyMaterial:
         for p in random:
             out[p.name] = self._random(p, i)
         for p in derived:
-            if self.rank < self.n - 1:
+            if p.sharing == "dealt" and self.rank < self.n - 1:
+                out[p.name] = self._take_dealt(i, kind, random, derived, p)
+            elif self.rank < self.n - 1:
                 out[p.name] = prg.random_like(_kind(p), self.seed, f"{i}/{p.name}", 0, p.shape)
             else:
                 out[p.name] = self._correction(i, kind, random, derived, p)
@@ -144,6 +162,30 @@ class PartyMaterial:
             # only the owner can regenerate it: the dealer sent the owner's seed to it alone
             return prg.ring(self.seed, f"{i}/{p.name}", 0, p.shape) if owner == self.rank else None
         return prg.random_like(_kind(p), self.seed, f"{i}/{p.name}", 0, p.shape)
+
+    def _take_dealt(self, i, kind, random, derived, p):
+        """The next dealt value (a party other than the last), pulling a dealt chunk when
+        those held are used up; checked against the request it belongs to."""
+        if self._dealt_next >= len(self._dealt):
+            if self._more_dealt is None:
+                raise MaterialError(f"dealer material: no dealt values for request {i} ({kind}) at party {self.rank}")
+            entries, tensors = self._more_dealt()
+            if len(entries) != len(tensors) or not tensors:
+                raise MaterialError(f"dealer material: a dealt chunk of {len(tensors)} values for {len(entries)} "
+                                    "entries")
+            self._dealt_entries, self._dealt, self._dealt_next = [tuple(e) for e in entries], list(tensors), 0
+        want = (i, _descr(kind, random + derived))
+        got = self._dealt_entries[self._dealt_next]
+        if tuple(got) != want:
+            raise MaterialError(f"dealer material mismatch at request {i}: dealer dealt for {got}, protocol asked for "
+                                f"{want}")
+        t = self._dealt[self._dealt_next]
+        if tuple(t.shape) != tuple(p.shape) or t.dtype != p.dtype:
+            raise MaterialError(f"dealer material: dealt {p.name} of request {i} is {t.dtype}{list(t.shape)}, "
+                                f"expected {p.dtype}{list(p.shape)}")
+        self._dealt[self._dealt_next] = None  # free as we go
+        self._dealt_next += 1
+        return t
 
     def _correction(self, i, kind, random, derived, p):
         if p is derived[0]:
@@ -169,6 +211,8 @@ class PartyMaterial:
         # before filled up right at the end): take it, and see that nothing was left
         while self.rank == self.n - 1 and not self._last and self._next == len(self.corrections):
             self._pull(self.counter, "end of the plan")
+        if self._dealt_next != len(self._dealt):
+            raise MaterialError(f"{len(self._dealt) - self._dealt_next} dealt values left unused")
         if self.rank == self.n - 1 and (self._next != len(self.corrections) or not self._last):
             raise MaterialError(f"{len(self.corrections) - self._next} dealer corrections left unused"
                                 + ("" if self._last else " (and more chunks not pulled)"))
@@ -183,8 +227,9 @@ class DealerMaterial:
     """The dealer's view while it runs the plan on meta tensors: it returns meta
     placeholders to the protocols and makes the real material on the side.
 
-    flush(descriptors, corrections, first, last): where chunks go (None: everything is
-    kept, one batch). With it, once the corrections held reach `chunk` bytes (default
+    flush(descriptors, corrections, first, last, dealt): where chunks go (None: everything
+    is kept, one batch); dealt: the chunk's dealt values [(request, descriptor, tensor)],
+    also among its corrections (the same tensors), for the other parties. With it, once the corrections held reach `chunk` bytes (default
     ``chunk_bytes()``) after a request, they are flushed (last=False) and dropped here;
     ``finish()`` flushes the rest (last=True). `descriptors`/`corrections` are those of
     the current chunk, `first` its first request; `chunks`, `chunk_max`: as sent."""
@@ -194,6 +239,7 @@ class DealerMaterial:
         self.counter = 0
         self.corrections: list[torch.Tensor] = []
         self.descriptors: list[str] = []
+        self.dealt: list = []  # (request, descriptor, tensor) of the current chunk's dealt parts
         self.check = check or _no_check  # callable(where): raises to stop the dealer
         self.flush, self.chunk = flush, (chunk if chunk is not None else chunk_bytes())
         self.first = 0
@@ -202,12 +248,12 @@ class DealerMaterial:
         self.chunk_max = 0
 
     def _flush(self, last: bool):
-        corrections, descriptors, first = self.corrections, self.descriptors, self.first
-        self.corrections, self.descriptors, self.first = [], [], self.counter
+        corrections, descriptors, first, dealt = self.corrections, self.descriptors, self.first, self.dealt
+        self.corrections, self.descriptors, self.first, self.dealt = [], [], self.counter, []
         self.chunks += 1
         self.chunk_max = max(self.chunk_max, self.held)
         self.held = 0
-        self.flush(descriptors, corrections, first, last)
+        self.flush(descriptors, corrections, first, last, dealt)
 
     def finish(self):
         """The last chunk (with a flush); without one, the corrections stay for the caller."""
@@ -239,11 +285,19 @@ class DealerMaterial:
             full[p.name] = _combine(p, shares)
         check(f"dealer material, request {i} ({kind})")
         values = derive(full)
+        descr = _descr(kind, random + derived)
         for p in derived:
             v = values[p.name]
             if tuple(v.shape) != tuple(p.shape) or v.dtype != p.dtype:
                 raise MaterialError(f"{kind}: derived {p.name} is {v.dtype}{list(v.shape)}, declared "
                                     f"{p.dtype}{list(p.shape)}")
+            if p.sharing == "dealt":  # the same value to every party: the last one's "correction" is it
+                if v.dtype != torch.int64:
+                    raise MaterialError(f"{kind}: dealt {p.name} must be int64")
+                self.corrections.append(v)
+                self.dealt.append((i, descr, v))
+                self.held += held_bytes(v)
+                continue
             corr = None
             for s in self.seeds[:-1]:
                 check(f"dealer material, request {i} ({kind})")
@@ -257,7 +311,7 @@ class DealerMaterial:
             t = v.clone() if corr is None else corr
             self.corrections.append(t)
             self.held += held_bytes(t)
-        self.descriptors.append(_descr(kind, random + derived))
+        self.descriptors.append(descr)
         if self.flush is not None and self.held >= self.chunk:
             self._flush(last=False)
         return {p.name: _meta(p) for p in random + derived}

@@ -11,6 +11,11 @@ The keystream comes from the system's libcrypto through ctypes where it loads (a
 call releases the GIL, so the parties and the dealer, threads of one process in local
 runs, generate material at the same time), else from the `cryptography` package (which
 holds the GIL). Both are OpenSSL's AES-128-CTR: the same bits, checked at import.
+
+``aes_ecb(key, blocks)``: AES-128-ECB (no padding) over whole 16-byte blocks, for the
+fixed-key PRG of the distributed comparison function (protocols/dcf.py: Matyas-Meyer-
+Oseas, one call per tree level over all elements). libcrypto's EVP through ctypes, else
+the `cryptography` package; checked equal at import like the CTR stream.
 """
 from __future__ import annotations
 
@@ -91,6 +96,74 @@ def _load_libcrypto():
 
 
 _AES = _load_libcrypto() or _aes_cryptography
+
+
+def _ecb_cryptography(key: bytes, data: np.ndarray, out: np.ndarray):
+    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    out[:] = np.frombuffer(enc.update(data.tobytes()), np.uint8)  # update_into wants a block of slack
+
+
+def _load_ecb():
+    """AES-128-ECB, padding off, from libcrypto via ctypes, or None."""
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("crypto") or "libcrypto.so.3")
+        lib.EVP_CIPHER_CTX_new.restype = ctypes.c_void_p
+        lib.EVP_CIPHER_CTX_free.argtypes = [ctypes.c_void_p]
+        lib.EVP_CIPHER_CTX_set_padding.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.EVP_aes_128_ecb.restype = ctypes.c_void_p
+        lib.EVP_EncryptInit_ex.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p,
+                                           ctypes.c_char_p]
+        lib.EVP_EncryptUpdate.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int),
+                                          ctypes.c_void_p, ctypes.c_int]
+        cipher = lib.EVP_aes_128_ecb()
+    except (OSError, AttributeError):
+        return None
+
+    def ecb(key: bytes, data: np.ndarray, out: np.ndarray):
+        ctx = lib.EVP_CIPHER_CTX_new()
+        if not ctx:
+            raise MemoryError("EVP_CIPHER_CTX_new failed")
+        try:
+            if lib.EVP_EncryptInit_ex(ctx, cipher, None, key, None) != 1:
+                raise RuntimeError("EVP_EncryptInit_ex failed")
+            lib.EVP_CIPHER_CTX_set_padding(ctx, 0)
+            done, got, nbytes = 0, ctypes.c_int(0), data.nbytes
+            while done < nbytes:
+                k = min(nbytes - done, _CHUNK)  # _CHUNK is a multiple of 16
+                if lib.EVP_EncryptUpdate(ctx, out.ctypes.data + done, ctypes.byref(got), data.ctypes.data + done,
+                                         k) != 1 or got.value != k:
+                    raise RuntimeError("EVP_EncryptUpdate failed")
+                done += k
+        finally:
+            lib.EVP_CIPHER_CTX_free(ctx)
+
+    try:
+        rng = np.random.default_rng(0)
+        for n in (1, 3, 100):
+            d = rng.integers(0, 256, 16 * n, dtype=np.uint8)
+            a, b = np.empty_like(d), np.empty_like(d)
+            ecb(bytes(range(16)), d, a)
+            _ecb_cryptography(bytes(range(16)), d, b)
+            if not np.array_equal(a, b):
+                return None
+    except (RuntimeError, MemoryError, OSError):
+        return None
+    return ecb
+
+
+_ECB = _load_ecb() or _ecb_cryptography
+
+
+def aes_ecb(key: bytes, blocks: np.ndarray) -> np.ndarray:
+    """AES-128-ECB of `blocks` (any C-contiguous array whose byte size is a multiple of
+    16) under `key`; returns a new array of the same dtype and shape."""
+    data = np.ascontiguousarray(blocks)
+    if data.nbytes % 16:
+        raise ValueError(f"aes_ecb: {data.nbytes} bytes is not a whole number of 16-byte blocks")
+    out = np.empty_like(data)
+    if data.nbytes:
+        _ECB(key, data.reshape(-1).view(np.uint8), out.reshape(-1).view(np.uint8))
+    return out
 
 
 def _keystream(seed: int, stream: str, counter: int, nbytes: int) -> np.ndarray:

@@ -20,6 +20,14 @@ first request, whether it is the last) and then one dealer batch:
   than the timeout (256 MiB: a few seconds of online work).
 
 dealer_bytes counts every chunk's batch: the total is that of one batch.
+
+Dealt parts (material.py: values every party gets the same copy of) travel to the last
+party among its corrections, and to each other party as a *dealt chunk*: for a chunk
+that holds any, once that party pulls it ("next", when its protocols first ask for one
+of them: it asks only once it has the dealer's ready), the dealer sends a header (JSON:
+the (request, descriptor) of each value and their specs) and one dealer batch. The party
+counts the wait for it, like the one for the ready, as dealer_wait_s. A plan without
+dealt parts sends nothing of this: messages and counts are those of before.
 """
 from __future__ import annotations
 
@@ -95,12 +103,25 @@ def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=
         if j < rank:
             pair[j] = int(comm.recv_bytes(j).decode())
     seed = int(comm.recv_bytes(comm.dealer).decode())
+    # The dealer says when the last party holds its first chunk of material; until then
+    # the others' first exchange would only wait for the dealer's making. That wait is
+    # not online time: it is taken at the first exchange (a party failing on its own
+    # data at a first local node still fails at once) and left out of online_s.
+    waited = [0.0] if rank == n - 1 else []
     if rank == n - 1:
         descriptors, corrections, first, last = _recv_chunk(comm)
         material = PartyMaterial(rank, n, seed, corrections, descriptors, first=first, last=last,
                                  more=lambda: _recv_chunk(comm))
     else:
-        material = PartyMaterial(rank, n, seed)
+        def more_dealt():  # after the ready; the wait for the dealer's material is not online time
+            if not waited:
+                waited.append(_await_ready(comm, rank))
+            t = time.perf_counter()
+            got = _recv_dealt(comm, rank)
+            waited[0] += time.perf_counter() - t
+            return got
+
+        material = PartyMaterial(rank, n, seed, more_dealt=more_dealt)
     t1 = time.perf_counter()
     P = Party(rank=rank, nparties=n, names=comm.names[:n], material=material, frac=frac, pair_seeds=pair, comm=comm,
               integral_names=integral_names(graph, constants or {}), lazy=lazy,
@@ -110,11 +131,6 @@ def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=
     interp.input_limits = admitted.input_limits  # admission: loads and inputs checked against them
     interp.tick = tick
     interp.check = comm.check  # a peer's failure or the deadline stops this party between nodes
-    # The dealer says when the last party holds its first chunk of material; until then
-    # the others' first exchange would only wait for the dealer's making. That wait is
-    # not online time: it is taken at the first exchange (a party failing on its own
-    # data at a first local node still fails at once) and left out of online_s.
-    waited = [0.0] if rank == n - 1 else []
 
     def exchange(ex):
         if not waited:
@@ -149,6 +165,34 @@ def _recv_chunk(comm):
 
 _PULL = b"next"
 _READY = b"ready"
+_DEALT_HEAD_MAX = 64 << 20  # a dealt chunk's header (descriptors): far below this
+
+
+def _recv_dealt(comm, rank):
+    """A party other than the last: pull its next dealt chunk; (entries, tensors)."""
+    comm.send_bytes(comm.dealer, _PULL)
+    head = json.loads(comm.recv_bytes(comm.dealer, max_bytes=_DEALT_HEAD_MAX).decode())
+    entries, specs = head.get("entries"), head.get("specs")
+    if not isinstance(entries, list) or not isinstance(specs, list) or len(entries) != len(specs) or not specs:
+        raise PlanRuntimeError(None, comm.names[rank], "the dealer sent a malformed dealt chunk header")
+    tensors = comm.recv_dealer_batch([(tuple(s), _DTYPES[d]) for s, d in specs])
+    return [(int(i), str(d)) for i, d in entries], tensors
+
+
+def _send_dealt(comm, dealt):
+    """The dealer: each party other than the last gets `dealt` [(request, descriptor,
+    tensor)] once it pulls it (nothing is sent for a chunk without dealt values)."""
+    if not dealt:
+        return
+    head = json.dumps({"entries": [[i, d] for i, d, _ in dealt],
+                       "specs": [[list(t.shape), "int64"] for _, _, t in dealt]}).encode()
+    tensors = [t for _, _, t in dealt]
+    for k in range(comm.nparties - 1):
+        got = comm.recv_bytes(k, max_bytes=len(_PULL))
+        if got != _PULL:
+            raise PlanRuntimeError(None, "dealer", f"{comm.names[k]} sent {got!r} where a pull was expected")
+        comm.send_bytes(k, head)
+        comm.send_dealer_batch(k, tensors)
 
 
 def _await_ready(comm, rank) -> float:
@@ -177,7 +221,7 @@ class _ChunkSender:
     def __init__(self, comm):
         self.comm, self.k = comm, 0
 
-    def __call__(self, descriptors, corrections, first, last):
+    def __call__(self, descriptors, corrections, first, last, dealt=()):
         comm, dst = self.comm, self.comm.nparties - 1
         if self.k > 0:
             got = comm.recv_bytes(dst, max_bytes=len(_PULL))
@@ -188,6 +232,7 @@ class _ChunkSender:
             comm.send_dealer_batch(dst, corrections)
         if self.k == 0:
             _ready(comm)
+        _send_dealt(comm, dealt)
         self.k += 1
 
 
@@ -223,6 +268,7 @@ def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFA
     if prepared.corrections:
         comm.send_dealer_batch(n - 1, prepared.corrections)
     _ready(comm)
+    _send_dealt(comm, prepared.dealt)
     return {"dealer_s": prepared.make_s + time.perf_counter() - t0, "make_s": prepared.make_s,
             "requests": prepared.requests, "cpu_s": prepared.cpu_s, "chunks": 1, "chunk_max": prepared.chunk_max}
 
@@ -232,8 +278,10 @@ class DealerBatch:
     seeds, the last party's corrections and their descriptors (one chunk). Made with a
     flush (run_dealer), the corrections went out in chunks: head is None then."""
 
-    def __init__(self, nparties, seeds, head, corrections, requests, make_s, cpu_s, chunks=1, chunk_max=0):
+    def __init__(self, nparties, seeds, head, corrections, requests, make_s, cpu_s, chunks=1, chunk_max=0,
+                 dealt=()):
         self.nparties, self.seeds, self.head, self.corrections = nparties, seeds, head, corrections
+        self.dealt = list(dealt)  # (request, descriptor, tensor): also among corrections, for the other parties
         self.requests, self.make_s, self.cpu_s = requests, make_s, cpu_s
         self.chunks, self.chunk_max = chunks, chunk_max
 
@@ -242,7 +290,7 @@ class TooLarge(RuntimeError):
     """prepare_dealer without a flush: the material is more than one chunk (make it at start)."""
 
 
-def _too_large(descriptors, corrections, first, last):
+def _too_large(descriptors, corrections, first, last, dealt=()):
     raise TooLarge("the dealer material is more than one chunk: made and sent in chunks at start")
 
 
@@ -296,4 +344,5 @@ def prepare_dealer(graph: Graph, nparties: int, *, constants=None, inputs=(), fr
     material.finish()
     head = None if material.flush is not None else _head(material.descriptors, material.corrections, 0, True, 0)
     return DealerBatch(n, seeds, head, material.corrections if head else [], material.counter,
-                       time.perf_counter() - t0, time.thread_time() - c0, material.chunks, material.chunk_max)
+                       time.perf_counter() - t0, time.thread_time() - c0, material.chunks, material.chunk_max,
+                       material.dealt if head else ())

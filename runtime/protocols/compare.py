@@ -45,6 +45,7 @@ from ..material import Part
 from .beaver import product
 from .common import lead, shared, truncate
 from .core import Shared, protocol
+from .fss import fss_relu, fss_sign_bit
 from .signbit import (
     L, PAD, XOR_DEAL, Monomials, alloc_words, bit40, lt_derive, lt_parts, lt_rounds, mask_planes, nwords,
     open_mixed, plane_code, relu_ring, sign_bit, unsqueeze_right, view_words, zero_bit,
@@ -454,9 +455,12 @@ def _as_result(P, node, bit, negate=False):
     return Shared((bit << P.frac).reshape(node.result.type.shape))
 
 
-def _order(P, node, args, swap: bool, negate: bool):
+def _order(P, node, args, swap: bool, negate: bool, a=None):
     """[x - y < 0] (swap: [y - x < 0]), or 1 minus it (negate): one sign_bit, 3 rounds,
-    exact on the encodings for |x - y| < 2^40 ring units."""
+    exact on the encodings for |x - y| < 2^40 ring units (method="fss": 1 round, fss.py)."""
+    if (a or {}).get("method") == "fss":
+        s = yield from fss_sign_bit(P, _diff(P, node, args, swap), node)
+        return _as_result(P, node, s, negate=negate)
     s, _ = yield from sign_bit(P, _diff(P, node, args, swap))
     return _as_result(P, node, s, negate=negate)
 
@@ -464,25 +468,25 @@ def _order(P, node, args, swap: bool, negate: bool):
 @protocol(OP.lt)
 def lt(P, node, args, a):
     """lt(x, y) = [x - y < 0]."""
-    return (yield from _order(P, node, args, swap=False, negate=False))
+    return (yield from _order(P, node, args, swap=False, negate=False, a=a))
 
 
 @protocol(OP.gt)
 def gt(P, node, args, a):
     """gt(x, y) = [y - x < 0]."""
-    return (yield from _order(P, node, args, swap=True, negate=False))
+    return (yield from _order(P, node, args, swap=True, negate=False, a=a))
 
 
 @protocol(OP.ge)
 def ge(P, node, args, a):
     """ge(x, y) = 1 - [x - y < 0]."""
-    return (yield from _order(P, node, args, swap=False, negate=True))
+    return (yield from _order(P, node, args, swap=False, negate=True, a=a))
 
 
 @protocol(OP.le)
 def le(P, node, args, a):
     """le(x, y) = 1 - [y - x < 0]."""
-    return (yield from _order(P, node, args, swap=True, negate=True))
+    return (yield from _order(P, node, args, swap=True, negate=True, a=a))
 
 
 @protocol(OP.eq)
@@ -499,6 +503,8 @@ def relu(P, node, args, a):
     units; 3 rounds, about 11 bytes per element per peer."""
     (x,) = args
     x = shared(P, x, node.operands[0].type.vis, node.operands[0].type.shape)
+    if a.get("method") == "fss":  # 2 rounds (fss.py)
+        return Shared((yield from fss_relu(P, x.data, node)))
     out = yield from relu_ring(P, x.data)
     return Shared(out)
 
