@@ -22,12 +22,15 @@ first request, whether it is the last) and then one dealer batch:
 dealer_bytes counts every chunk's batch: the total is that of one batch.
 
 Dealt parts (material.py: values every party gets the same copy of) travel to the last
-party among its corrections, and to each other party as a *dealt chunk*: for a chunk
-that holds any, once that party pulls it ("next", when its protocols first ask for one
-of them: it asks only once it has the dealer's ready), the dealer sends a header (JSON:
-the (request, descriptor) of each value and their specs) and one dealer batch. The party
-counts the wait for it, like the one for the ready, as dealer_wait_s. A plan without
-dealt parts sends nothing of this: messages and counts are those of before.
+party among its corrections, and to each other party as a *dealt chunk*: a header (JSON:
+the (request, descriptor) of each value and their specs) and one dealer batch, only for
+chunks that hold any. Chunk 0's goes out first, before the last party's chunk 0 and the
+ready: the party reads it while it waits for the ready (so neither party's online phase
+waits for that transfer; the dealer's send waits for the party's first exchange, which
+needs nobody else). A later chunk's goes out once that party pulls it ("next", when its
+protocols ask for one of its values), and the party counts that wait as dealer_wait_s
+too. A plan without dealt parts sends nothing of this: messages and counts are those of
+before.
 """
 from __future__ import annotations
 
@@ -108,14 +111,19 @@ def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=
     # not online time: it is taken at the first exchange (a party failing on its own
     # data at a first local node still fails at once) and left out of online_s.
     waited = [0.0] if rank == n - 1 else []
+    early = None  # a party other than the last: chunk 0's dealt values, read with the ready
     if rank == n - 1:
         descriptors, corrections, first, last = _recv_chunk(comm)
         material = PartyMaterial(rank, n, seed, corrections, descriptors, first=first, last=last,
                                  more=lambda: _recv_chunk(comm))
     else:
+        early = []  # chunk 0's dealt values, read with the ready
+
         def more_dealt():  # after the ready; the wait for the dealer's material is not online time
             if not waited:
-                waited.append(_await_ready(comm, rank))
+                waited.append(_await_ready(comm, rank, early))
+            if early:
+                return early.pop()
             t = time.perf_counter()
             got = _recv_dealt(comm, rank)
             waited[0] += time.perf_counter() - t
@@ -134,12 +142,12 @@ def run_party(graph: Graph, comm, *, data=None, constants=None, inputs=(), frac=
 
     def exchange(ex):
         if not waited:
-            waited.append(_await_ready(comm, rank))
+            waited.append(_await_ready(comm, rank, early))
         return comm.exchange(ex.sends, ex.recvs)
 
     outs = interp.run(exchange)
     if not waited:
-        waited.append(_await_ready(comm, rank))
+        waited.append(_await_ready(comm, rank, early))
     P.material.finish()
     if reveals_out is not None:
         reveals_out.update({graph.parties[k]: kept for k, kept in P.for_clients.items()})
@@ -165,13 +173,21 @@ def _recv_chunk(comm):
 
 _PULL = b"next"
 _READY = b"ready"
-_DEALT_HEAD_MAX = 64 << 20  # a dealt chunk's header (descriptors): far below this
+_DEALT_HEAD_MAX = 16 << 20  # a dealt chunk's header (descriptors): far below this
 
 
 def _recv_dealt(comm, rank):
     """A party other than the last: pull its next dealt chunk; (entries, tensors)."""
     comm.send_bytes(comm.dealer, _PULL)
-    head = json.loads(comm.recv_bytes(comm.dealer, max_bytes=_DEALT_HEAD_MAX).decode())
+    return _dealt_body(comm, rank, comm.recv_bytes(comm.dealer, max_bytes=_DEALT_HEAD_MAX))
+
+
+def _dealt_body(comm, rank, raw):
+    """A dealt chunk from its header `raw`: (entries, tensors)."""
+    try:
+        head = json.loads(raw.decode())
+    except ValueError:
+        raise PlanRuntimeError(None, comm.names[rank], "the dealer sent a malformed dealt chunk header") from None
     entries, specs = head.get("entries"), head.get("specs")
     if not isinstance(entries, list) or not isinstance(specs, list) or len(entries) != len(specs) or not specs:
         raise PlanRuntimeError(None, comm.names[rank], "the dealer sent a malformed dealt chunk header")
@@ -179,26 +195,31 @@ def _recv_dealt(comm, rank):
     return [(int(i), str(d)) for i, d in entries], tensors
 
 
-def _send_dealt(comm, dealt):
+def _send_dealt(comm, dealt, pull=True):
     """The dealer: each party other than the last gets `dealt` [(request, descriptor,
-    tensor)] once it pulls it (nothing is sent for a chunk without dealt values)."""
+    tensor)], once it pulls it (pull) or at once (chunk 0); nothing for a chunk without
+    dealt values."""
     if not dealt:
         return
     head = json.dumps({"entries": [[i, d] for i, d, _ in dealt],
                        "specs": [[list(t.shape), "int64"] for _, _, t in dealt]}).encode()
     tensors = [t for _, _, t in dealt]
     for k in range(comm.nparties - 1):
-        got = comm.recv_bytes(k, max_bytes=len(_PULL))
+        got = comm.recv_bytes(k, max_bytes=len(_PULL)) if pull else _PULL
         if got != _PULL:
             raise PlanRuntimeError(None, "dealer", f"{comm.names[k]} sent {got!r} where a pull was expected")
         comm.send_bytes(k, head)
         comm.send_dealer_batch(k, tensors)
 
 
-def _await_ready(comm, rank) -> float:
-    """A party other than the last: wait for the dealer's ready; the seconds waited."""
+def _await_ready(comm, rank, early=None) -> float:
+    """A party other than the last: wait for the dealer's ready, reading chunk 0's dealt
+    values into `early` if they come first; the seconds waited."""
     t0 = time.perf_counter()
-    got = comm.recv_bytes(comm.dealer, max_bytes=len(_READY))
+    got = comm.recv_bytes(comm.dealer, max_bytes=_DEALT_HEAD_MAX)
+    if got != _READY and early is not None and got[:1] == b"{":
+        early.append(_dealt_body(comm, rank, got))
+        got = comm.recv_bytes(comm.dealer, max_bytes=len(_READY))
     if got != _READY:
         raise PlanRuntimeError(None, comm.names[rank], f"the dealer sent {got!r} where {_READY!r} was expected")
     return time.perf_counter() - t0
@@ -223,6 +244,8 @@ class _ChunkSender:
 
     def __call__(self, descriptors, corrections, first, last, dealt=()):
         comm, dst = self.comm, self.comm.nparties - 1
+        if self.k == 0:
+            _send_dealt(comm, dealt, pull=False)  # read by the others with the ready: before the last party starts
         if self.k > 0:
             got = comm.recv_bytes(dst, max_bytes=len(_PULL))
             if got != _PULL:
@@ -232,7 +255,8 @@ class _ChunkSender:
             comm.send_dealer_batch(dst, corrections)
         if self.k == 0:
             _ready(comm)
-        _send_dealt(comm, dealt)
+        else:
+            _send_dealt(comm, dealt)
         self.k += 1
 
 
@@ -264,11 +288,11 @@ def run_dealer(graph: Graph, comm, *, constants=None, inputs=(), frac=fixed.DEFA
         for k in range(n):
             comm.send_bytes(k, str(prepared.seeds[k]).encode())
     t0 = time.perf_counter()
+    _send_dealt(comm, prepared.dealt, pull=False)
     comm.send_bytes(n - 1, json.dumps(prepared.head).encode())
     if prepared.corrections:
         comm.send_dealer_batch(n - 1, prepared.corrections)
     _ready(comm)
-    _send_dealt(comm, prepared.dealt)
     return {"dealer_s": prepared.make_s + time.perf_counter() - t0, "make_s": prepared.make_s,
             "requests": prepared.requests, "cpu_s": prepared.cpu_s, "chunks": 1, "chunk_max": prepared.chunk_max}
 

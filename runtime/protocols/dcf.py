@@ -33,13 +33,18 @@ Eval_b (x_i: bit i of x from the top):
     V += (-1)^b (v^{x_i} + t V_CW);  s = s^{x_i} xor t s_CW;  t = t^{x_i} xor t t_CW^{x_i}
     finally V += (-1)^b (s + t CW_{n+1}).
 
-Why it works: Gen keeps the invariant that, at alpha's node of level i, (-1)^0 V_0 +
-(-1)^1 ... i.e. the sum of the parties' V so far is V_alpha-corrected to 0, and that a
-child off alpha's path has equal seeds and control bits in both walks (s_CW and t_CW
-make them so) — its values then cancel forever. Leaving alpha's path to the LEFT
-(x_i = 0 < alpha_i = 1) means x < alpha: that child's V_CW adds beta. At the leaf on
-alpha's path (x = alpha: not less) CW_{n+1} cancels what is left. Checked against the
-plaintext in tests/test_fss.py (edges x = alpha, alpha = 0, alpha = 2^n - 1).
+Why it works (induction over the levels): after level i, if x's top i bits equal
+alpha's, the walks stand on the same node with t_0 xor t_1 = 1, and V_0 - V_1 (the
+(-1)^b signs) equals V_alpha plus beta * [x < alpha so far] (0 on alpha's path). If x
+left alpha's path at level i, s_CW and t_CW^Lose make the two walks' seeds and control
+bits equal at that child (s^Lose_0 xor s^Lose_1 = s_CW is added by exactly the party
+with t = 1), so from there on both compute the same terms and cancel; V_CW is chosen so
+that, at that child, the sum of the parties' V is exactly beta when the child is the
+left one (x_i = 0 < alpha_i = 1: x < alpha) and 0 when it is the right one (x > alpha).
+The Keep child's control bits stay different (t_CW^Keep is chosen so), V_alpha tracks
+what the Keep child adds, so at the leaf x = alpha (not less) CW_{n+1} cancels it to 0.
+Checked against the plaintext in tests/test_fss.py (edges x = alpha, alpha = 0,
+alpha = 2^n - 1, n = 1 .. 40).
 
 PRG. Fixed-key AES-128 in Matyas-Meyer-Oseas mode, G_j(s) = AES_K(s xor j) xor s with
 the public key K and tweak j in bits 0-1 (zero in every seed, so the four inputs of a
@@ -53,8 +58,10 @@ Key size, per element, n bits: root seed 16 B (each party its own) + n (16 + 8) 
 correction words (t_CW^L, t_CW^R ride in bits 0-1 of s_CW's low word, which a seed's
 xor has zero). n = 40: 968 B of correction words, the same for both parties.
 
-Layout: seeds (N, 2) int64 (low word first); correction words (3 n + 1, N) int64, level-
-major so that every step reads contiguous rows: row 3i = s_CW low word | t_CW^L | t_CW^R
+Layout: seeds (N, 2) int64 (low word first), worked on word-major (one contiguous array
+per word: numpy runs elementwise ops over (N, 2) rows several times slower, so blocks are
+transposed only for the AES call); correction words (3 n + 1, N) int64, level-major so
+that every step reads contiguous rows: row 3i = s_CW low word | t_CW^L | t_CW^R
 << 1, 3i + 1 = s_CW high word, 3i + 2 = V_CW; row 3n = CW_{n+1}.
 """
 from __future__ import annotations
@@ -81,11 +88,12 @@ def _u64(a) -> np.ndarray:
     return np.ascontiguousarray(a).view(np.uint64)
 
 
-def _seeds(s) -> np.ndarray:
-    """Root seeds (N, 2) as uint64 with bits 0-1 cleared (a copy)."""
-    s = np.array(_u64(s), copy=True).reshape(-1, 2)
-    s[:, 0] &= _CLEAR
-    return s
+def _seeds(s):
+    """Root seeds (N, 2) as two uint64 words (low, high), bits 0-1 of the low one cleared
+    (copies: word-major, so that every step runs over contiguous arrays)."""
+    s = _u64(s).reshape(-1, 2)
+    lo = s[:, 0] & _CLEAR
+    return lo, np.ascontiguousarray(s[:, 1])
 
 
 def _sign(t: np.ndarray) -> np.ndarray:
@@ -93,46 +101,66 @@ def _sign(t: np.ndarray) -> np.ndarray:
     return np.uint64(1) - (t << _ONE)
 
 
+def _mmo(words: np.ndarray) -> np.ndarray:
+    """AES_K of the blocks given word-major (..., 2 k, N): word 2j / 2j + 1 = the low /
+    high half of block j of each element; the result in the same layout (before the xor
+    with the seed). Blocks are made contiguous for the ECB call and back (numpy copies a
+    transpose far faster than it runs elementwise ops over 2-word rows)."""
+    lead = words.shape[:-2]
+    k2, N = words.shape[-2:]
+    blocks = np.ascontiguousarray(np.swapaxes(words, -1, -2))  # (..., N, 2 k)
+    out = prg.aes_ecb(KEY, blocks)
+    return np.ascontiguousarray(np.swapaxes(out.reshape(lead + (N, k2)), -1, -2))
+
+
 def gen_dcf(alpha, beta, s0, s1, nbits: int) -> np.ndarray:
     """Correction words (3 n + 1, N) int64 of the DCFs f_{alpha,beta} (N each), for the
     parties' root seeds s0, s1 (N, 2). alpha < 2^nbits (unsigned), beta any ring element."""
     alpha, beta = _u64(alpha).reshape(-1), _u64(beta).reshape(-1)
     N = alpha.shape[0]
-    s = np.stack([_seeds(s0), _seeds(s1)])  # (2, N, 2)
+    (l0, h0), (l1, h1) = _seeds(s0), _seeds(s1)
+    lo, hi = np.stack([l0, l1]), np.stack([h0, h1])  # (2 parties, N)
     t = np.zeros((2, N), np.uint64)
     t[1] = 1
     V = np.zeros(N, np.uint64)
     cw = np.empty((cw_rows(nbits), N), np.uint64)
-    tweak = np.arange(4, dtype=np.uint64).reshape(1, 1, 4)
+    inp = np.empty((2, 8, N), np.uint64)  # blocks j = 0..3 (L seed, L value, R seed, R value)
     with np.errstate(over="ignore"):
         for i in range(nbits):
             a = (alpha >> np.uint64(nbits - 1 - i)) & _ONE  # (N,)
-            blk = np.repeat(s[:, :, None, :], 4, axis=2)  # (2, N, 4, 2)
-            blk[..., 0] ^= tweak
-            out = prg.aes_ecb(KEY, blk)
-            out ^= s[:, :, None, :]
-            tc = out[:, :, 0::2, 0] & _ONE  # (2, N, 2): control bits of L, R
-            seed = out[:, :, 0::2, :]  # (2, N, 2 sides, 2 words)
-            seed[..., 0] &= _CLEAR
-            v = out[:, :, 1::2, 0]  # (2, N, 2 sides)
-            keep = a.astype(np.intp)  # side index kept: alpha_i
-            idx = np.arange(N)
-            s_keep, s_lose = seed[:, idx, keep], seed[:, idx, 1 - keep]  # (2, N, 2)
-            v_keep, v_lose = v[:, idx, keep], v[:, idx, 1 - keep]  # (2, N)
+            am = np.uint64(0) - a  # all ones where alpha_i = 1: Keep = R
+            for j in range(4):
+                np.bitwise_xor(lo, np.uint64(j), out=inp[:, 2 * j])
+                inp[:, 2 * j + 1] = hi
+            out = _mmo(inp)
+            for w in (0, 1, 2, 4, 5, 6):  # MMO: xor the seed back (values: the low word only)
+                out[:, w] ^= hi if w in (1, 5) else lo
+            tl, tr = out[:, 0] & _ONE, out[:, 4] & _ONE  # (2, N) control bits
+            out[:, 0] &= _CLEAR
+            out[:, 4] &= _CLEAR
+            # Keep / Lose by masks, no gathers: keep = L xor ((L xor R) & am)
+            keep, lose = {}, {}
+            for name, (wl, wr) in {"lo": (0, 4), "hi": (1, 5), "v": (2, 6)}.items():
+                d = out[:, wl] ^ out[:, wr]
+                keep[name] = out[:, wl] ^ (d & am)
+                lose[name] = keep[name] ^ d
             sg = _sign(t[1])
-            s_cw = s_lose[0] ^ s_lose[1]
-            v_cw = sg * (v_lose[1] - v_lose[0] - V) + sg * beta * a  # Lose = L exactly when alpha_i = 1
-            V = V - v_keep[1] + v_keep[0] + sg * v_cw
-            t_cw_l = tc[0, :, 0] ^ tc[1, :, 0] ^ a ^ _ONE
-            t_cw_r = tc[0, :, 1] ^ tc[1, :, 1] ^ a
-            t_cw_keep = np.where(a == 1, t_cw_r, t_cw_l)
-            t_keep = tc[:, idx, keep]  # (2, N)
-            s = s_keep ^ (s_cw[None] * t[:, :, None])
-            t = t_keep ^ (t * t_cw_keep[None])
-            cw[3 * i] = s_cw[:, 0] | t_cw_l | (t_cw_r << _ONE)
-            cw[3 * i + 1] = s_cw[:, 1]
+            cw_lo = lose["lo"][0] ^ lose["lo"][1]
+            cw_hi = lose["hi"][0] ^ lose["hi"][1]
+            v_cw = sg * (lose["v"][1] - lose["v"][0] - V) + sg * beta * a  # Lose = L exactly when alpha_i = 1
+            V = V - keep["v"][1] + keep["v"][0] + sg * v_cw
+            t_cw_l = tl[0] ^ tl[1] ^ a ^ _ONE
+            t_cw_r = tr[0] ^ tr[1] ^ a
+            t_cw_keep = t_cw_l ^ ((t_cw_l ^ t_cw_r) & a)
+            t_keep = tl ^ ((tl ^ tr) & a)  # (2, N)
+            tm = np.uint64(0) - t  # all ones where t_b = 1
+            lo = keep["lo"] ^ (cw_lo & tm)
+            hi = keep["hi"] ^ (cw_hi & tm)
+            t = t_keep ^ (t & t_cw_keep)
+            cw[3 * i] = cw_lo | t_cw_l | (t_cw_r << _ONE)
+            cw[3 * i + 1] = cw_hi
             cw[3 * i + 2] = v_cw
-        cw[3 * nbits] = _sign(t[1]) * (s[1, :, 0] - s[0, :, 0] - V)
+        cw[3 * nbits] = _sign(t[1]) * (lo[1] - lo[0] - V)
     return cw.view(np.int64)
 
 
@@ -142,31 +170,39 @@ def eval_dcf(b: int, s_root, cw, x, nbits: int) -> np.ndarray:
     x = _u64(x).reshape(-1)
     cw = _u64(cw)
     N = x.shape[0]
-    s = _seeds(s_root)
+    lo, hi = _seeds(s_root)
     t = np.full(N, b, np.uint64)
     V = np.zeros(N, np.uint64)
-    blk = np.empty((N, 2, 2), np.uint64)
+    inp = np.empty((4, N), np.uint64)  # the side x_i selects: its seed block and value block
+    tmp = np.empty(N, np.uint64)
     with np.errstate(over="ignore"):
         for i in range(nbits):
             xi = (x >> np.uint64(nbits - 1 - i)) & _ONE
-            blk[:, 0, :] = s
-            blk[:, 1, :] = s
-            side = xi << _ONE  # tweak 2 x_i (seed), 2 x_i + 1 (value)
-            blk[:, 0, 0] ^= side
-            blk[:, 1, 0] ^= side | _ONE
-            out = prg.aes_ecb(KEY, blk)
-            out ^= s[:, None, :]
+            np.left_shift(xi, _ONE, out=inp[0])  # tweak 2 x_i (seed), 2 x_i + 1 (value)
+            inp[0] ^= lo
+            np.bitwise_xor(inp[0], _ONE, out=inp[2])
+            inp[1] = hi
+            inp[3] = hi
+            out = _mmo(inp)
+            out[0] ^= lo
+            out[1] ^= hi
+            out[2] ^= lo
             row = cw[3 * i]
-            tn = (out[:, 0, 0] & _ONE) ^ (t & (row >> xi) & _ONE)  # t^{x_i} xor t t_CW^{x_i}
-            mask = np.uint64(0) - t  # all ones where t = 1
-            s = out[:, 0, :]
-            s[:, 0] &= _CLEAR
-            s[:, 0] ^= row & _CLEAR & mask
-            s[:, 1] ^= cw[3 * i + 1] & mask
-            V += out[:, 1, 0] + t * cw[3 * i + 2]
-            s = np.ascontiguousarray(s)
+            np.right_shift(row, xi, out=tmp)  # t_CW^{x_i} in bit 0
+            tmp &= t
+            tmp &= _ONE
+            tn = out[0] & _ONE
+            tn ^= tmp  # t^{x_i} xor t t_CW^{x_i}
+            tm = np.uint64(0) - t  # all ones where t = 1
+            np.bitwise_and(row, tm, out=tmp)
+            tmp ^= out[0]
+            tmp &= _CLEAR
+            lo, tmp = tmp, lo  # s^{x_i} xor t s_CW (low word; the control bits cleared)
+            hi = out[1] ^ (cw[3 * i + 1] & tm)
+            V += out[2]
+            V += t * cw[3 * i + 2]
             t = tn
-        V += s[:, 0] + t * cw[3 * nbits]
+        V += lo + t * cw[3 * nbits]
     if b:
         V = np.uint64(0) - V  # (-1)^b on every term: summed, then negated once
     return V.view(np.int64)
