@@ -624,12 +624,10 @@ def cmd_compile(a):
             from planc.cost import parse_net
 
             parse_net(a.net)
-        computing = None
-        if a.clients:
-            computing = len(plan.graph.parties) - len([c for c in a.clients.split(",") if c.strip()])
+        clients = tuple(c.strip() for c in (a.clients or "").split(",") if c.strip())
         out = compile(plan, a.pipeline or DEFAULT_PIPELINE, policy=_policy(a.policy, plan),
                       print_after_all=a.print_after_all, out=sys.stdout, objective=a.objective, net=a.net,
-                      parties=computing)
+                      clients=clients or None)
     except (PipelineError, ValueError) as e:
         raise CliError(str(e)) from None
     out.save(a.output)

@@ -22,8 +22,8 @@ def compile(plan, pipeline: str = DEFAULT_PIPELINE, *, policy: Policy | None = N
     print_after_all: after every pass, print what it changed in the IR text as a unified
     diff, or that it changed nothing (to `out`, default stderr).
     verify_each: run the verifier after every pass (the tests do).
-    objective= ("rounds", "bytes" or "time"), net= (for "time"), parties= (computing
-    parties): options of the `comparisons` pass, which then runs last if the pipeline
+    objective= ("rounds", "bytes" or "time"), net= (for "time"), clients= (the parties
+    that do not compute): options of the `comparisons` pass, which then runs last if the pipeline
     does not name it (planc/passes/comparisons.py).
     """
     graph = plan.graph if isinstance(plan, IRPlan) else plan

@@ -21,7 +21,8 @@ expensive party deciding:
 
 Then it costs the mix and keeps it only if it beats both uniform choices (merging rounds
 across nodes can make the sum of the parts differ from the whole). With other than two
-computing parties (`parties`, default: all of the plan's) every comparison stays "bits".
+computing parties (the plan's parties but its `clients`, which only share in and
+receive) every comparison stays "bits".
 """
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ class ChooseComparisons(Pass):
     name = "comparisons"
     objective: str = "time"
     net: str = "lan"
-    parties: int | None = None  # computing parties (default: all the plan's)
+    clients: tuple = ()  # the plan's parties that do not compute (its last ones)
     constants: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
@@ -114,7 +115,7 @@ class ChooseComparisons(Pass):
         parse_net(self.net)
 
     def run(self, graph: Graph) -> Graph:
-        n = self.parties if self.parties is not None else len(graph.parties)
+        n = len(graph.parties) - len(self.clients)
         tops = [i for i, node in enumerate(graph.nodes) if _has_candidate(node)]
         if not tops:
             return graph
@@ -124,14 +125,16 @@ class ChooseComparisons(Pass):
         fss = with_nodes(graph, with_method(graph.nodes, lambda k, node: "fss"))
         from planc.runtime import bounds
 
-        kw = dict(constants=self.constants)
+        kw = dict(constants=self.constants, clients=tuple(self.clients))
         b_bits, b_fss = bounds.compute(bits, **kw), bounds.compute(fss, **kw)
-        fig_bits = {id(nd): f for nd, f in b_bits.per_node}
-        fig_fss = {id(nd): f for nd, f in b_fss.per_node}
+        # per_node: the top-level nodes but the terminator, in program order (of the
+        # computing parties' view of the plan, whose nodes are the plan's, retyped)
+        fig_bits = [f for _, f in b_bits.per_node]
+        fig_fss = [f for _, f in b_fss.per_node]
         pick = {}
         for i in tops:
-            a = score(fig_bits.get(id(bits.nodes[i]), {}), self.objective, self.net)
-            b = score(fig_fss.get(id(fss.nodes[i]), {}), self.objective, self.net)
+            a = score(fig_bits[i], self.objective, self.net)
+            b = score(fig_fss[i], self.objective, self.net)
             pick[i] = "fss" if b < a else "bits"
         mixed = with_nodes(graph, with_method(graph.nodes, lambda k, node: pick.get(k, "bits")))
         if set(pick.values()) != {"bits", "fss"}:
