@@ -490,6 +490,12 @@ class _CountingMaterial:
         self._dealer_cost(random, derived, derive, share_of)
         return {p.name: torch.empty(p.shape, dtype=p.dtype, device="meta") for p in random + derived}
 
+    @property
+    def sent_bytes(self) -> int:
+        """What the dealer sends: the last party's corrections, and the dealt values again
+        to every other party."""
+        return self.dealer_bytes + (self.n - 1) * self.dealt_bytes
+
     def _dealer_cost(self, random, derived, derive, share_of):
         """The dealer draws every party's share of each random part, combines them, derives
         the rest and subtracts the other shares: estimated, derive measured on meta."""
@@ -781,7 +787,7 @@ class _CostInterpreter(Interpreter):
             saved = m.node, m.public
             m.node, m.public = node, bool(public)
             if fig is not None:
-                w0, d0, r0, s0, v0 = m.sink.work, mat.dealer_bytes, tally.bulk_rounds, tally.bulk_sent, \
+                w0, d0, r0, s0, v0 = m.sink.work, mat.sent_bytes, tally.bulk_rounds, tally.bulk_sent, \
                     tally.bulk_recv
             try:
                 return next(gen) if first else gen.send(arg)
@@ -789,7 +795,7 @@ class _CostInterpreter(Interpreter):
                 m.node, m.public = saved
                 if fig is not None:
                     fig.work += m.sink.work - w0
-                    fig.dealer_bytes += mat.dealer_bytes - d0
+                    fig.dealer_bytes += mat.sent_bytes - d0
                     fig.rounds += tally.bulk_rounds - r0
                     fig.bytes_sent += tally.bulk_sent - s0
                     fig.bytes_recv += tally.bulk_recv - v0
@@ -1041,8 +1047,7 @@ def _dealer_bounds(graph, constants, run: _Run) -> DealerBounds:
     if best is not None and best[1].dealer_bytes:
         node = next((n for n in graph.nodes if id(n) == best[0]), None)
     work = DEALER_WORK_FACTOR * mat.dealer.work + WORK_FACTOR * s.work_pub + STEP_WORK * run.tally.steps
-    sent = mat.dealer_bytes + (mat.n - 1) * mat.dealt_bytes  # dealt values go to every party
-    return DealerBounds(sent, mat.counter, dict(mat.kinds), peak, work, node, mat.request_peak_node,
+    return DealerBounds(mat.sent_bytes, mat.counter, dict(mat.kinds), peak, work, node, mat.request_peak_node,
                         chunked, chunk, mat.dealt_bytes)
 
 

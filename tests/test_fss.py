@@ -205,3 +205,42 @@ def test_three_parties_refused():
     d = data()
     with pytest.raises(PlanRuntimeError, match="method='fss' needs exactly 2 computing parties"):
         run_local(g, d, timeout=30)
+
+
+def test_prepared_dealer_batch():
+    """A worker's dealer makes the material before the parties connect (prepare_dealer):
+    the dealt values go out from the batch, and the run is the same."""
+    import threading
+
+    from planc.runtime.comm.inproc import Network
+    from planc.runtime.session import prepare_dealer, run_dealer, run_party
+
+    g, d = chain(), data(seed=7)
+    batch = prepare_dealer(g, 2, whole=False)
+    assert batch.head is not None and batch.dealt
+    net = Network(["alice", "bob", "dealer"])
+    comms = [net.comm(r, 30) for r in range(3)]
+    out, errors = {}, []
+
+    def go(r):
+        try:
+            if r == 2:
+                out[r] = run_dealer(g, comms[r], prepared=batch)
+            else:
+                out[r] = run_party(g, comms[r], data=d[["alice", "bob"][r]])
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+            net.fail(r, e)
+
+    threads = [threading.Thread(target=go, args=(r,), daemon=True) for r in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    want = run_reference(g, data=d)
+    for i, w in enumerate(want):
+        got = fixed.decode(out[0][0][i].data + out[1][0][i].data, FRAC, w.dtype)
+        assert torch.equal(got, w) if w.dtype == torch.bool else (got - w).abs().max().item() == 0.0
+    b = bounds.compute(g)
+    assert comms[2].stats.dealer_bytes == b.dealer.bytes and comms[0].stats.dealer_bytes == b.dealer.dealt
