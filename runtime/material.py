@@ -48,10 +48,12 @@ moments at which corrections travel change. The seed-derived parts stay as they 
 A plan whose corrections stay under one chunk is sent in one batch, as before.
 
 Dealt parts at the other parties. A chunk's dealt values also go, as a *dealt chunk*, to
-every party other than the last — only for chunks that hold dealt parts, and only when
-that party asks for it (its ``more_dealt``, called when a dealt part is requested past
-those it holds): a list of (request, descriptor) and the tensors. A plan with no dealt
-part sends nothing more, so its messages and counts are those of before.
+every party other than the last, only for chunks that hold dealt parts: a list of
+(request, descriptor) and the tensors (runtime/session.py: chunk 0's before the online
+phase, later ones when the party pulls them). The party takes them through its
+``more_dealt``, called when a dealt part is requested past those it holds, and checks
+each against its request. A plan with no dealt part sends nothing more, so its messages
+and counts are those of before.
 """
 from __future__ import annotations
 
@@ -229,7 +231,8 @@ class DealerMaterial:
 
     flush(descriptors, corrections, first, last, dealt): where chunks go (None: everything
     is kept, one batch); dealt: the chunk's dealt values [(request, descriptor, tensor)],
-    also among its corrections (the same tensors), for the other parties. With it, once the corrections held reach `chunk` bytes (default
+    also among its corrections (the same tensors), for the other parties. With a flush,
+    once the corrections held reach `chunk` bytes (default
     ``chunk_bytes()``) after a request, they are flushed (last=False) and dropped here;
     ``finish()`` flushes the rest (last=True). `descriptors`/`corrections` are those of
     the current chunk, `first` its first request; `chunks`, `chunk_max`: as sent."""

@@ -188,11 +188,15 @@ def _dealt_body(comm, rank, raw):
         head = json.loads(raw.decode())
     except ValueError:
         raise PlanRuntimeError(None, comm.names[rank], "the dealer sent a malformed dealt chunk header") from None
-    entries, specs = head.get("entries"), head.get("specs")
-    if not isinstance(entries, list) or not isinstance(specs, list) or len(entries) != len(specs) or not specs:
-        raise PlanRuntimeError(None, comm.names[rank], "the dealer sent a malformed dealt chunk header")
-    tensors = comm.recv_dealer_batch([(tuple(s), _DTYPES[d]) for s, d in specs])
-    return [(int(i), str(d)) for i, d in entries], tensors
+    try:
+        entries = [(int(i), str(d)) for i, d in head["entries"]]
+        specs = [(tuple(int(k) for k in s), torch.int64) for s, d in head["specs"] if d == "int64"]
+        if len(specs) != len(head["specs"]) or len(entries) != len(specs) or not specs or \
+                any(k < 0 for s, _ in specs for k in s):
+            raise ValueError("entries and specs")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise PlanRuntimeError(None, comm.names[rank], "the dealer sent a malformed dealt chunk header") from None
+    return entries, comm.recv_dealer_batch(specs)
 
 
 def _send_dealt(comm, dealt, pull=True):
@@ -221,7 +225,7 @@ def _await_ready(comm, rank, early=None) -> float:
         early.append(_dealt_body(comm, rank, got))
         got = comm.recv_bytes(comm.dealer, max_bytes=len(_READY))
     if got != _READY:
-        raise PlanRuntimeError(None, comm.names[rank], f"the dealer sent {got!r} where {_READY!r} was expected")
+        raise PlanRuntimeError(None, comm.names[rank], f"the dealer sent {got[:40]!r} where {_READY!r} was expected")
     return time.perf_counter() - t0
 
 
