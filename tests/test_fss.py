@@ -244,3 +244,27 @@ def test_prepared_dealer_batch():
         assert torch.equal(got, w) if w.dtype == torch.bool else (got - w).abs().max().item() == 0.0
     b = bounds.compute(g)
     assert comms[2].stats.dealer_bytes == b.dealer.bytes and comms[0].stats.dealer_bytes == b.dealer.dealt
+
+
+def test_in_a_loop_chosen_by_the_comparisons_pass():
+    """relu inside fori_loop, its method set by the comparisons pass (objective rounds):
+    the cost model's loop replay counts the dealt values of every trip."""
+    import planc
+    from planc.compile import compile as compile_plan
+
+    @planc.plan(parties=["alice", "bob"])
+    def looped():
+        x = planc.share(planc.load("x", owner="bob", shape=(40,)))
+        w = planc.share(planc.load("w", owner="alice", shape=(40,)))
+        return planc.reveal(planc.fori_loop(4, lambda i, c: torch.relu(c * w * 0.5 + x) - 0.5 * x, x), to="bob")
+
+    plan = compile_plan(looped.plan, objective="rounds")
+    assert [n.attr("method") for n in plan.graph.walk() if n.op == "relu"] == ["fss"]
+    g = torch.Generator().manual_seed(3)
+    d = {"bob": {"x": torch.randn(40, generator=g)}, "alice": {"w": torch.rand(40, generator=g)}}
+    (want,) = planc.run_reference(looped.plan, data=d)
+    res = run_local(plan, d, timeout=60)
+    assert (res.outputs["bob"][0] - want).abs().max() < 1e-3
+    b = check_cost(plan, res)
+    assert b.dealer.dealt == 4 * 40 * 968
+    assert res.stats["alice"]["rounds"] < run_local(looped.plan, d, timeout=60).stats["alice"]["rounds"]
