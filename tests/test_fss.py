@@ -1,5 +1,5 @@
 """Comparisons by function secret sharing (runtime/protocols/fss.py, dcf.py): the DCF
-against the plaintext, lt/gt/ge/le in one round and relu in two with method="fss", exact,
+against the plaintext, lt/gt/ge/le and relu in one round with method="fss", exact,
 over threads and processes (TLS, gloo), with rounds, bytes and dealer bytes (dealt to
 both parties) equal to the cost model's; chunked dealt material; 3 parties refused."""
 from __future__ import annotations
@@ -28,18 +28,19 @@ COUNTERS = ("rounds", "bytes_sent", "bytes_recv", "messages", "dealer_bytes")
 
 
 @settings(max_examples=12, deadline=None)
-@given(nbits=st.sampled_from([1, 2, 3, 7, 40]), seed=st.integers(0, 2 ** 31 - 1), n=st.integers(1, 40))
-def test_dcf_matches_the_plaintext(nbits, seed, n):
+@given(nbits=st.sampled_from([1, 2, 3, 7, 40]), seed=st.integers(0, 2 ** 31 - 1), n=st.integers(1, 40),
+       k=st.sampled_from([1, 2]))
+def test_dcf_matches_the_plaintext(nbits, seed, n, k):
     rng = np.random.default_rng(seed)
     top = (1 << nbits) - 1
     alpha = rng.integers(0, top, n, dtype=np.uint64, endpoint=True)
     alpha[0] = 0
     alpha[-1] = top
-    beta = rng.integers(-2 ** 63, 2 ** 63 - 1, n, dtype=np.int64)
+    beta = rng.integers(-2 ** 63, 2 ** 63 - 1, (k, n) if k > 1 else n, dtype=np.int64)  # k output words
     s0 = rng.integers(-2 ** 63, 2 ** 63 - 1, (n, 2), dtype=np.int64)
     s1 = rng.integers(-2 ** 63, 2 ** 63 - 1, (n, 2), dtype=np.int64)
     cw = gen_dcf(alpha, beta, s0, s1, nbits)
-    assert cw.shape == (cw_rows(nbits), n) and cw.dtype == np.int64
+    assert cw.shape == (cw_rows(nbits, k), n) and cw.dtype == np.int64
     near = np.clip(alpha.astype(np.int64) + rng.integers(-1, 2, n), 0, top).astype(np.uint64)
     for x in (rng.integers(0, top, n, dtype=np.uint64, endpoint=True), alpha, near,
               np.zeros(n, np.uint64), np.full(n, top, np.uint64)):
@@ -138,15 +139,14 @@ def test_one_op_exact_rounds_bytes(op):
     check_exact(g, d, res)
     b = check_cost(g, res)
     n = 24
-    want_rounds = 2 if op == "relu" else 1  # share is free (zero sharing): the protocol's own rounds
-    for p in res.parties:
-        assert res.stats[p]["rounds"] == want_rounds
-        assert res.stats[p]["bytes_sent"] == (8 * n + (n + 7) // 8 if op == "relu" else 6 * n)
+    for p in res.parties:  # share is free (zero sharing): the protocol's one round
+        assert res.stats[p]["rounds"] == 1
+        assert res.stats[p]["bytes_sent"] == (8 if op == "relu" else 6) * n
     bits = run_local(one(op, shape=shape, method="bits"), d, timeout=60)
     assert {p: bits.stats[p]["rounds"] for p in bits.parties} == {p: 3 for p in bits.parties}
-    per = 968 * n  # DCF correction words, to each party
+    per = (1296 if op == "relu" else 968) * n  # DCF correction words, to each party (relu: two words)
     assert b.dealer.dealt == per
-    assert b.dealer.bytes == 2 * per + (24 if op == "relu" else 8) * n
+    assert b.dealer.bytes == 2 * per + (16 if op == "relu" else 8) * n
 
 
 @settings(max_examples=6, deadline=None)
@@ -174,7 +174,7 @@ def test_processes(transport):
     res = run_local(g, d, processes=True, transport=transport, timeout=60)
     check_exact(g, d, res)
     check_cost(g, res)
-    assert max(res.stats[p]["rounds"] for p in res.parties) == 2  # one wave: 1-round lt..le alongside relu's 2
+    assert max(res.stats[p]["rounds"] for p in res.parties) == 1  # one wave: every comparison and relu in 1 round
 
 
 @pytest.mark.parametrize("comm", ["threads", "processes"])
@@ -266,5 +266,5 @@ def test_in_a_loop_chosen_by_the_comparisons_pass():
     res = run_local(plan, d, timeout=60)
     assert (res.outputs["bob"][0] - want).abs().max() < 1e-3
     b = check_cost(plan, res)
-    assert b.dealer.dealt == 4 * 40 * 968
+    assert b.dealer.dealt == 4 * 40 * 1296  # relu: the two-word DCF
     assert res.stats["alice"]["rounds"] < run_local(looped.plan, d, timeout=60).stats["alice"]["rounds"]

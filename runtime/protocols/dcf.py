@@ -58,11 +58,17 @@ Key size, per element, n bits: root seed 16 B (each party its own) + n (16 + 8) 
 correction words (t_CW^L, t_CW^R ride in bits 0-1 of s_CW's low word, which a seed's
 xor has zero). n = 40: 968 B of correction words, the same for both parties.
 
+Two output words (beta a pair (beta_0, beta_1): the same tree gives [x < alpha] beta_0
+and [x < alpha] beta_1): the value block's high half converts to the second word, and
+the leaf's second word is the seed's high word, so the second output costs no AES, only
+one more V_CW a level and one more CW_{n+1}: n (16 + 16) + 16 B, 1296 B for n = 40.
+
 Layout: seeds (N, 2) int64 (low word first), worked on word-major (one contiguous array
 per word: numpy runs elementwise ops over (N, 2) rows several times slower, so blocks are
-transposed only for the AES call); correction words (3 n + 1, N) int64, level-major so
-that every step reads contiguous rows: row 3i = s_CW low word | t_CW^L | t_CW^R
-<< 1, 3i + 1 = s_CW high word, 3i + 2 = V_CW; row 3n = CW_{n+1}.
+transposed only for the AES call); correction words ((2 + k) n + k, N) int64 (k output
+words), level-major so that every step reads contiguous rows: row (2 + k) i = s_CW low
+word | t_CW^L | t_CW^R << 1, then s_CW's high word, then V_CW of each output word; the
+last k rows CW_{n+1}.
 """
 from __future__ import annotations
 
@@ -79,9 +85,9 @@ _CLEAR = np.uint64(~np.uint64(3))
 _ONE = np.uint64(1)
 
 
-def cw_rows(nbits: int) -> int:
-    """Rows of correction words for an n-bit DCF."""
-    return 3 * nbits + 1
+def cw_rows(nbits: int, k: int = 1) -> int:
+    """Rows of correction words for an n-bit DCF with k output words (k = 1 or 2)."""
+    return (2 + k) * nbits + k
 
 
 def _u64(a) -> np.ndarray:
@@ -114,17 +120,25 @@ def _mmo(words: np.ndarray) -> np.ndarray:
 
 
 def gen_dcf(alpha, beta, s0, s1, nbits: int) -> np.ndarray:
-    """Correction words (3 n + 1, N) int64 of the DCFs f_{alpha,beta} (N each), for the
-    parties' root seeds s0, s1 (N, 2). alpha < 2^nbits (unsigned), beta any ring element."""
-    alpha, beta = _u64(alpha).reshape(-1), _u64(beta).reshape(-1)
+    """Correction words (cw_rows(n, k), N) int64 of the DCFs f_{alpha,beta} (N each), for
+    the parties' root seeds s0, s1 (N, 2). alpha < 2^nbits (unsigned); beta (N,) ring
+    elements, or (k, N) for k = 2 output words at once (the same tree: the value block's
+    two halves convert to two words, so the second costs no AES, only 8 B a level)."""
+    alpha = _u64(alpha).reshape(-1)
     N = alpha.shape[0]
+    beta = _u64(beta).reshape(-1, N)
+    k = beta.shape[0]
+    if k not in (1, 2):
+        raise ValueError(f"a DCF gives 1 or 2 output words, not {k}")
     (l0, h0), (l1, h1) = _seeds(s0), _seeds(s1)
     lo, hi = np.stack([l0, l1]), np.stack([h0, h1])  # (2 parties, N)
     t = np.zeros((2, N), np.uint64)
     t[1] = 1
-    V = np.zeros(N, np.uint64)
-    cw = np.empty((cw_rows(nbits), N), np.uint64)
+    V = np.zeros((k, N), np.uint64)
+    rows = 2 + k
+    cw = np.empty((cw_rows(nbits, k), N), np.uint64)
     inp = np.empty((2, 8, N), np.uint64)  # blocks j = 0..3 (L seed, L value, R seed, R value)
+    vw = ((2, 6), (3, 7))[:k]  # the value words (left, right) of each output word
     with np.errstate(over="ignore"):
         for i in range(nbits):
             a = (alpha >> np.uint64(nbits - 1 - i)) & _ONE  # (N,)
@@ -133,22 +147,28 @@ def gen_dcf(alpha, beta, s0, s1, nbits: int) -> np.ndarray:
                 np.bitwise_xor(lo, np.uint64(j), out=inp[:, 2 * j])
                 inp[:, 2 * j + 1] = hi
             out = _mmo(inp)
-            for w in (0, 1, 2, 4, 5, 6):  # MMO: xor the seed back (values: the low word only)
-                out[:, w] ^= hi if w in (1, 5) else lo
+            for w in (0, 1, 4, 5) + sum(vw, ()):  # MMO: xor the seed back (values: the words used)
+                out[:, w] ^= hi if w in (1, 5, 3, 7) else lo
             tl, tr = out[:, 0] & _ONE, out[:, 4] & _ONE  # (2, N) control bits
             out[:, 0] &= _CLEAR
             out[:, 4] &= _CLEAR
             # Keep / Lose by masks, no gathers: keep = L xor ((L xor R) & am)
             keep, lose = {}, {}
-            for name, (wl, wr) in {"lo": (0, 4), "hi": (1, 5), "v": (2, 6)}.items():
+            for name, (wl, wr) in {"lo": (0, 4), "hi": (1, 5), **{f"v{j}": vw[j] for j in range(k)}}.items():
                 d = out[:, wl] ^ out[:, wr]
                 keep[name] = out[:, wl] ^ (d & am)
                 lose[name] = keep[name] ^ d
             sg = _sign(t[1])
             cw_lo = lose["lo"][0] ^ lose["lo"][1]
             cw_hi = lose["hi"][0] ^ lose["hi"][1]
-            v_cw = sg * (lose["v"][1] - lose["v"][0] - V) + sg * beta * a  # Lose = L exactly when alpha_i = 1
-            V = V - keep["v"][1] + keep["v"][0] + sg * v_cw
+            cw[rows * i] = cw_lo | (tl[0] ^ tl[1] ^ a ^ _ONE) | ((tr[0] ^ tr[1] ^ a) << _ONE)
+            cw[rows * i + 1] = cw_hi
+            for j in range(k):
+                v = f"v{j}"
+                # Lose = L exactly when alpha_i = 1: leaving alpha's path to the left adds beta
+                v_cw = sg * (lose[v][1] - lose[v][0] - V[j]) + sg * beta[j] * a
+                V[j] = V[j] - keep[v][1] + keep[v][0] + sg * v_cw
+                cw[rows * i + 2 + j] = v_cw
             t_cw_l = tl[0] ^ tl[1] ^ a ^ _ONE
             t_cw_r = tr[0] ^ tr[1] ^ a
             t_cw_keep = t_cw_l ^ ((t_cw_l ^ t_cw_r) & a)
@@ -157,22 +177,23 @@ def gen_dcf(alpha, beta, s0, s1, nbits: int) -> np.ndarray:
             lo = keep["lo"] ^ (cw_lo & tm)
             hi = keep["hi"] ^ (cw_hi & tm)
             t = t_keep ^ (t & t_cw_keep)
-            cw[3 * i] = cw_lo | t_cw_l | (t_cw_r << _ONE)
-            cw[3 * i + 1] = cw_hi
-            cw[3 * i + 2] = v_cw
-        cw[3 * nbits] = _sign(t[1]) * (lo[1] - lo[0] - V)
+        for j, (w0, w1) in enumerate(((lo[0], lo[1]), (hi[0], hi[1]))[:k]):  # the leaf's seed words, converted
+            cw[rows * nbits + j] = _sign(t[1]) * (w1 - w0 - V[j])
     return cw.view(np.int64)
 
 
 def eval_dcf(b: int, s_root, cw, x, nbits: int) -> np.ndarray:
-    """Party b's shares (N,) int64 of f_{alpha,beta}(x) for public x (N,) < 2^nbits, from
-    its root seeds (N, 2) and the correction words (3 n + 1, N)."""
+    """Party b's shares of f_{alpha,beta}(x) for public x (N,) < 2^nbits, from its root
+    seeds (N, 2) and the correction words (cw_rows(n, k), N): (N,) int64 for k = 1,
+    (2, N) for k = 2 (the number of words is read off the correction words' rows)."""
     x = _u64(x).reshape(-1)
     cw = _u64(cw)
     N = x.shape[0]
+    k = next(k for k in (1, 2) if cw.shape[0] == cw_rows(nbits, k))
+    rows = 2 + k
     lo, hi = _seeds(s_root)
     t = np.full(N, b, np.uint64)
-    V = np.zeros(N, np.uint64)
+    V = np.zeros((k, N), np.uint64)
     inp = np.empty((4, N), np.uint64)  # the side x_i selects: its seed block and value block
     tmp = np.empty(N, np.uint64)
     with np.errstate(over="ignore"):
@@ -187,7 +208,9 @@ def eval_dcf(b: int, s_root, cw, x, nbits: int) -> np.ndarray:
             out[0] ^= lo
             out[1] ^= hi
             out[2] ^= lo
-            row = cw[3 * i]
+            if k == 2:
+                out[3] ^= hi
+            row = cw[rows * i]
             np.right_shift(row, xi, out=tmp)  # t_CW^{x_i} in bit 0
             tmp &= t
             tmp &= _ONE
@@ -198,11 +221,14 @@ def eval_dcf(b: int, s_root, cw, x, nbits: int) -> np.ndarray:
             tmp ^= out[0]
             tmp &= _CLEAR
             lo, tmp = tmp, lo  # s^{x_i} xor t s_CW (low word; the control bits cleared)
-            hi = out[1] ^ (cw[3 * i + 1] & tm)
-            V += out[2]
-            V += t * cw[3 * i + 2]
+            hi = out[1] ^ (cw[rows * i + 1] & tm)
+            for j in range(k):
+                V[j] += out[2 + j]
+                V[j] += t * cw[rows * i + 2 + j]
             t = tn
-        V += lo + t * cw[3 * nbits]
+        V[0] += lo + t * cw[rows * nbits]
+        if k == 2:
+            V[1] += hi + t * cw[rows * nbits + 1]
     if b:
         V = np.uint64(0) - V  # (-1)^b on every term: summed, then negated once
-    return V.view(np.int64)
+    return (V[0] if k == 1 else V).view(np.int64)

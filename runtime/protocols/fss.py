@@ -1,4 +1,4 @@
-"""Comparisons by function secret sharing: the sign bit in ONE round, relu in TWO (2 parties).
+"""Comparisons by function secret sharing: the sign bit and relu in ONE round (2 parties).
 
 Selected per node by ``method="fss"`` on lt/gt/ge/le and relu (compare.py dispatches;
 the default "bits" is signbit.py's 3-round protocol). As AriaNN / Orca / SIGMA: the
@@ -24,27 +24,28 @@ it reveals nothing). Then locally, with c' = c mod 2^40 public:
 
 and [x < 0] = 1 - [s]: an arithmetic share of the exact bit (scale 1), one round.
 
-fss_relu: relu(x) = x - [x < 0] x, two rounds
----------------------------------------------
-Round 1 as above but c opened in full (8 bytes: x = c - 2^40 - r in the ring). Let b =
-[x < 0] (a bit, arithmetic shares b_0 + b_1 = b mod 2^64). Since lsb(b_0 + b_1) =
-lsb(b_0) xor lsb(b_1), the low bits of the shares are XOR shares of b. The dealer adds a
-uniform bit m as arithmetic shares [m] (again lsb([m]_j) are XOR shares of m) and [m r].
-Round 2 opens e = b xor m: party j sends lsb(b_j) xor lsb(m_j), one bit (bit-packed);
-e is uniform, and the sent bit is uniform to the peer (m_j is). Then
+fss_relu: relu(x) = [x >= 0] x, ONE round
+-----------------------------------------
+The same opening, c in full (8 bytes: x = c - 2^40 - r in the ring), and a DCF with two
+output words (dcf.py): beta = (1 - 2 rho, (1 - 2 rho) r), so that with u = rho xor B
 
-    b = e xor m = e + (1 - 2e) m,
-    m x = m (c - 2^40 - r) = (c - 2^40) m - m r   =>   [m x] = (c - 2^40)[m] - [m r],
-    b x = e x + (1 - 2e) m x                      =>   [b x] = e [x] + (1 - 2e)[m x],
+    [u] = [rho] + Eval_b(c')_0,     [u r] = [rho r] + Eval_b(c')_1
+        since u r = rho r + (1 - 2 rho) r B, the dealer adding shares of rho r.
 
-all linear in shares with public coefficients (e, c): relu = [x] - [b x], exact.
+s = [x >= 0] = c_40 + (1 - 2 c_40) u and relu(x) = s x = s (c - 2^40) - s r, where
+
+    [s]   = c_40 + (1 - 2 c_40)[u],       [s r] = c_40 [r] + (1 - 2 c_40)[u r]:
+
+public coefficients times shares, exact. The product of the bit with x needs no second
+opening because x's mask is r, which the dealer knows: the DCF carries the bit times r.
 
 Costs per element (2 parties), n = 40:
-- sign bit: 1 round, 6 B sent per party; relu: 2 rounds, 8 B + 1 bit per party;
+- sign bit: 1 round, 6 B sent per party; relu: 1 round, 8 B per party;
 - dealer: DCF correction words 40 (16 + 8) + 8 = 968 B to EACH party (sharing "dealt"
   in material.py: the same copy to both), plus the last party's corrections of [rho]
-  (8 B), and for relu [m], [m r] (16 B): 976 B to the last party and 968 B to the other
-  for the sign bit (992 / 968 for relu); root seeds and [r] come from seeds (free).
+  (8 B): 976 B to the last party and 968 B to the other for the sign bit; relu's two-word
+  DCF 40 (16 + 16) + 16 = 1296 B to each and [rho], [rho r] (16 B): 1312 / 1296 B; root
+  seeds and [r] come from seeds (free).
 - work: Eval is 2 AES blocks per level per element (80 blocks), Gen 8 per level.
 Requests cover at most BLOCK elements each so that the dealer's chunks (material.py)
 bound its memory on big tensors; their openings still travel in the one round.
@@ -86,49 +87,48 @@ def _blocks(n):
 
 def _request(P, n, relu):
     """One block's material: [r], the root seeds (own:0, own:1), [rho], the dealt DCF
-    correction words and, for relu, [m], [m r] from the dealer's uniform bit m."""
+    correction words (two output words for relu) and, for relu, [rho r]."""
     random = [Part("r", (n,)), Part("k0", (n, 2), "own:0"), Part("k1", (n, 2), "own:1")]
-    derived = [Part("rho", (n,)), Part("cw", (cw_rows(NBITS), n), "dealt")]
+    derived = [Part("rho", (n,)), Part("cw", (cw_rows(NBITS, 2 if relu else 1), n), "dealt")]
     if relu:
-        random.append(Part("u", (n,)))  # m = its low bit: independent of r (whose top bits c shows)
-        derived += [Part("m", (n,)), Part("mr", (n,))]
+        derived.append(Part("rhor", (n,)))
 
     def derive(full):
         r = full["r"]
         rho = (r >> NBITS) & 1
         beta = 1 - 2 * rho
+        if relu:
+            beta = torch.stack([beta, beta * r])
         cw = gen_dcf((r & _LOW).numpy(), beta.numpy(), full["k0"].numpy(), full["k1"].numpy(), NBITS)
         out = {"rho": rho, "cw": torch.from_numpy(cw)}
         if relu:
-            m = full["u"] & 1
-            out["m"], out["mr"] = m, m * r
+            out["rhor"] = rho * r
         return out
 
     return P.material.get("fss_relu" if relu else "fss_sign", random, derived, derive)
 
 
 def _sign(P, x, relu):
-    """Round 1 on flat x (n,): (the bit [x < 0], the public c, the blocks' material)."""
+    """Round 1 on flat x (n,): the public c, this party's [u] = [rho xor B] and, for relu,
+    [u r] (see the module docstring), and its share of r."""
     n = x.shape[0]
     mats = [_request(P, b - a, relu) for a, b in _blocks(n)]
-    r = mats[0]["r"] if len(mats) == 1 else torch.cat([m["r"] for m in mats])
+    cat = (lambda k: mats[0][k]) if len(mats) == 1 else (lambda k: torch.cat([m[k] for m in mats]))
+    r = cat("r")
     c_share = x + r
     if P.leader and not P.meta:
         c_share += 1 << NBITS
     (c,) = yield from open_mixed(P, [(c_share, "ring" if relu else "low")])
     if P.meta:
-        return P.empty((n,)), c, mats
+        return c, P.empty((n,)), (P.empty((n,)) if relu else None), r
     low = (c & _LOW).numpy()
-    V = np.empty(n, np.int64)
+    V = np.empty((2, n) if relu else (n,), np.int64)
     for (a, b), m in zip(_blocks(n), mats):
         if b > a:
-            V[a:b] = eval_dcf(P.rank, m[f"k{P.rank}"].numpy(), m["cw"].numpy(), low[a:b], NBITS)
-    rho = mats[0]["rho"] if len(mats) == 1 else torch.cat([m["rho"] for m in mats])
-    t = torch.from_numpy(V).add_(rho)  # [rho xor B]
-    c40 = (c >> NBITS) & 1
-    s = t.mul_(1 - 2 * c40).add_(lead(P, c40))  # [s] = c_40 + (1 - 2 c_40)[rho xor B]
-    bit = lead(P, torch.ones_like(s)).sub_(s)  # [x < 0] = 1 - [s]
-    return bit, c, mats
+            V[..., a:b] = eval_dcf(P.rank, m[f"k{P.rank}"].numpy(), m["cw"].numpy(), low[a:b], NBITS)
+    if relu:
+        return c, torch.from_numpy(V[0]).add_(cat("rho")), torch.from_numpy(V[1]).add_(cat("rhor")), r
+    return c, torch.from_numpy(V).add_(cat("rho")), None, r
 
 
 def fss_sign_bit(P, x, node=None):
@@ -136,26 +136,23 @@ def fss_sign_bit(P, x, node=None):
     x: this party's int64 ring share, any shape. A generator: ONE round."""
     _need_two(P, node, "sign_bit")
     shape = tuple(x.shape)
-    bit, _, _ = yield from _sign(P, x.reshape(math.prod(shape)), relu=False)
-    return bit.reshape(shape)
+    c, u, _, _ = yield from _sign(P, x.reshape(math.prod(shape)), relu=False)
+    if P.meta:
+        return P.empty(shape)
+    c40 = (c >> NBITS) & 1
+    s = u.mul_(1 - 2 * c40).add_(lead(P, c40))  # [s] = c_40 + (1 - 2 c_40)[rho xor B]
+    return lead(P, torch.ones_like(s)).sub_(s).reshape(shape)  # [x < 0] = 1 - [s]
 
 
 def fss_relu(P, x, node=None):
-    """Ring share of relu(x) = x - [x < 0] x, exact for |x| < 2^40 ring units. TWO rounds."""
+    """Ring share of relu(x) = [x >= 0] x, exact for |x| < 2^40 ring units. ONE round."""
     _need_two(P, node, "relu")
     shape = tuple(x.shape)
-    n = math.prod(shape)
-    xf = x.reshape(n)
-    bit, c, mats = yield from _sign(P, xf, relu=True)
-    cat = (lambda k: mats[0][k]) if len(mats) == 1 else (lambda k: torch.cat([m[k] for m in mats]))
-    if P.meta:
-        u = P.empty((n,), torch.bool)
-    else:
-        u = ((bit ^ cat("m")) & 1).to(torch.bool)  # lsb of the shares: XOR shares of b xor m
-    (e,) = yield from open_mixed(P, [(u, "xor")])
+    c, u, ur, r = yield from _sign(P, x.reshape(math.prod(shape)), relu=True)
     if P.meta:
         return P.empty(shape)
-    e = e.to(torch.int64)
-    mx = cat("m") * (c - (1 << NBITS)) - cat("mr")  # [m x] = (c - 2^40)[m] - [m r]
-    bx = mx.mul_(1 - 2 * e).add_(e * xf)  # [b x] = e [x] + (1 - 2e)[m x]
-    return (xf - bx).reshape(shape)
+    c40 = (c >> NBITS) & 1
+    flip = 1 - 2 * c40
+    s = u.mul_(flip).add_(lead(P, c40))  # [s] = c_40 + (1 - 2 c_40)[u]
+    sr = ur.mul_(flip).add_(c40 * r)  # [s r] = c_40 [r] + (1 - 2 c_40)[u r]
+    return s.mul_(c - (1 << NBITS)).sub_(sr).reshape(shape)  # s x = s (c - 2^40) - s r
