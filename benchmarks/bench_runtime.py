@@ -1,6 +1,7 @@
 """The runtime's benchmark table: the seed CNN and single ops, over both communicators.
 
     python benchmarks/bench_runtime.py [--runs 5] [--json out/bench_runtime.json] [--comms threads,tls,gloo]
+                                       [--objective rounds]
 
 For each workload: time median / min / max over --runs runs (after one warm-up), rounds
 and MiB sent per party (the busiest party), the dealer's batch, and the issue's target
@@ -42,7 +43,7 @@ OPS = {  # name: (fn of a secret x, input shape, target, CrypTen)
 }
 
 
-def op_plan(name, nparties):
+def op_plan(name, nparties, objective=None):
     fn, shape, _, _ = OPS[name]
 
     def workload():
@@ -51,7 +52,8 @@ def op_plan(name, nparties):
         outs = out if isinstance(out, tuple) else (out,)
         return tuple(planc.reveal(o, to="bob") for o in outs)
 
-    return planc.compile(planc.trace(workload, parties=["alice", "bob", "carol"][:nparties], name=name.split()[0]))
+    return planc.compile(planc.trace(workload, parties=["alice", "bob", "carol"][:nparties], name=name.split()[0]),
+                         objective=objective)
 
 
 def op_data(name):
@@ -89,6 +91,9 @@ def main(argv=None):
     ap.add_argument("--no-processes", action="store_true", help="threads only")
     ap.add_argument("--comms", default="threads,tls,gloo",
                     help="threads, and one process per party over tls or gloo (comma-separated)")
+    ap.add_argument("--objective", choices=("rounds", "bytes", "time"), default=None,
+                    help="compile with this objective (planc/passes/comparisons.py: rounds picks the one-round "
+                         "fss comparisons for 2 parties); default: the default pipeline (bits)")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
     model = set_weights(SeedCNN(), trained_weights())
@@ -97,7 +102,7 @@ def main(argv=None):
     comms = [c for c in a.comms.split(",") if not (a.no_processes and c != "threads")]
     for comm in comms:
         for (n, batch) in TARGETS:
-            plan = planc.compile(make_plan(n, batch, model))
+            plan = planc.compile(make_plan(n, batch, model), objective=a.objective)
             data = {"alice": planc.weights_of(model, "cnn"), "bob": {"mnist/test": images[:batch]}}
             t, c = TARGETS[(n, batch)], CRYPTEN[(n, batch)]
             tgt = f"<= {t[0]} s" + (f", <= {t[1]} rounds" if t[1] else "") + (f", <= {t[2]} MiB" if t[2] else "")
@@ -107,7 +112,7 @@ def main(argv=None):
             for n in (2, 3):
                 rows.append({"workload": name, "parties": n, "comm": comm, "target": OPS[name][2] if n == 2 else "",
                              "crypten": OPS[name][3] if n == 2 else "",
-                             **run(op_plan(name, n), op_data(name), a.runs, comm)})
+                             **run(op_plan(name, n, a.objective), op_data(name), a.runs, comm)})
     print(f"{'workload':18} {'n':>2} {'comm':9} {'median s':>9} {'min s':>7} {'max s':>7} {'online s':>8} {'rounds':>6} "
           f"{'MiB/party':>9} {'dealer MiB':>10}  target | CrypTen")
     for r in rows:
