@@ -1005,7 +1005,10 @@ def _party_bounds(name, graph, constants, run: _Run, last: bool) -> PartyBounds:
     s, t, mat = run.sink, run.tally, run.material
     static = _static_bytes(graph, constants, run.rank)
     chunked, chunk = _chunked(mat)
-    corrections = (2 * chunk if chunked else chunk) if last else 0  # the chunk in use and the prefetched one
+    if last:  # the chunk in use and the prefetched one
+        corrections = 2 * chunk if chunked else chunk
+    else:  # the other parties hold only the dealt values (fss keys) of those chunks
+        corrections = min(mat.dealt_bytes, 2 * chunk) if chunked else mat.dealt_bytes
     # the worst moment of the shape-only run, or the largest workspace at the most live bytes
     top = max(s.peak, s.live_max + run.workspace_max)
     parts = {"live tensors": s.live_max,
