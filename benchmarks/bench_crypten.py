@@ -218,6 +218,9 @@ def main(argv=None):
     ap.add_argument("--venv", default=str(DEFAULT_VENV))
     ap.add_argument("--comms", default="tls,gloo", help="planc's transports (comma-separated)")
     ap.add_argument("--crypten-provider", default="TTP", choices=("TTP", "TFP"))
+    ap.add_argument("--objective", choices=("rounds", "bytes", "time"), default=None,
+                    help="planc's plans compiled with this objective (rounds: the one-round fss comparisons, "
+                         "2 parties); default: the default pipeline")
     ap.add_argument("--json", default=None)
     ap.add_argument("--crypten-side", metavar="SPEC", help=argparse.SUPPRESS)
     ap.add_argument("--rank", type=int, help=argparse.SUPPRESS)
@@ -252,7 +255,7 @@ def main(argv=None):
             if a.only is None or a.only in f"CNN batch {batch}":
                 with torch.no_grad():
                     want = (model(images[:batch]),)
-                work.append((f"CNN batch {batch}", n, lambda n=n, b=batch: planc.compile(make_plan(n, b, model)),
+                work.append((f"CNN batch {batch}", n, lambda n=n, b=batch: planc.compile(make_plan(n, b, model), objective=a.objective),
                              {"alice": planc.weights_of(model, "cnn"), "bob": {"mnist/test": images[:batch]}},
                              images[:batch], want))
     for name in OPS:
@@ -262,7 +265,7 @@ def main(argv=None):
         x = data["bob"]["x"]
         out = OPS[name][0](x)
         for n in parties:
-            work.append((name, n, lambda n=n, name=name: op_plan(name, n), data, x,
+            work.append((name, n, lambda n=n, name=name: op_plan(name, n, a.objective), data, x,
                          out if isinstance(out, tuple) else (out,)))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_crypten") as tmp:
