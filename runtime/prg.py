@@ -50,52 +50,6 @@ def _aes_cryptography(key: bytes, out: np.ndarray, nbytes: int):
     enc.update_into(memoryview(_zeros(nbytes))[:nbytes], out)
 
 
-def _load_libcrypto():
-    """AES-128-CTR from libcrypto via ctypes, or None."""
-    try:
-        lib = ctypes.CDLL(ctypes.util.find_library("crypto") or "libcrypto.so.3")
-        lib.EVP_CIPHER_CTX_new.restype = ctypes.c_void_p
-        lib.EVP_CIPHER_CTX_free.argtypes = [ctypes.c_void_p]
-        lib.EVP_aes_128_ctr.restype = ctypes.c_void_p
-        lib.EVP_EncryptInit_ex.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p,
-                                           ctypes.c_char_p]
-        lib.EVP_EncryptUpdate.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int),
-                                          ctypes.c_void_p, ctypes.c_int]
-        cipher = lib.EVP_aes_128_ctr()
-    except (OSError, AttributeError):
-        return None
-
-    def aes(key: bytes, out: np.ndarray, nbytes: int):
-        zeros = _zeros(min(nbytes, _CHUNK))
-        ctx = lib.EVP_CIPHER_CTX_new()
-        if not ctx:
-            raise MemoryError("EVP_CIPHER_CTX_new failed")
-        try:
-            if lib.EVP_EncryptInit_ex(ctx, cipher, None, key, _NONCE) != 1:
-                raise RuntimeError("EVP_EncryptInit_ex failed")
-            done, got = 0, ctypes.c_int(0)
-            while done < nbytes:
-                k = min(nbytes - done, _CHUNK)
-                if lib.EVP_EncryptUpdate(ctx, out.ctypes.data + done, ctypes.byref(got), zeros.ctypes.data, k) != 1:
-                    raise RuntimeError("EVP_EncryptUpdate failed")
-                done += k
-        finally:
-            lib.EVP_CIPHER_CTX_free(ctx)
-
-    # the same bits as the cryptography package, or not used at all
-    try:
-        for n in (1, 17, 1000):
-            a, b = np.empty(n + 16, np.uint8), np.empty(n + 16, np.uint8)
-            aes(bytes(range(16)), a, n)
-            _aes_cryptography(bytes(range(16)), b, n)
-            if not np.array_equal(a[:n], b[:n]):
-                return None
-    except (RuntimeError, MemoryError, OSError):
-        return None
-    return aes
-
-
-_AES = _load_libcrypto() or _aes_cryptography
 
 
 def _ecb_cryptography(key: bytes, data: np.ndarray, out: np.ndarray):
@@ -103,55 +57,96 @@ def _ecb_cryptography(key: bytes, data: np.ndarray, out: np.ndarray):
     out[:] = np.frombuffer(enc.update(data.tobytes()), np.uint8)  # update_into wants a block of slack
 
 
-def _load_ecb():
-    """AES-128-ECB, padding off, from libcrypto via ctypes, or None."""
+def _libcrypto():
+    """The system's libcrypto through ctypes, its EVP calls declared, or None."""
     try:
         lib = ctypes.CDLL(ctypes.util.find_library("crypto") or "libcrypto.so.3")
         lib.EVP_CIPHER_CTX_new.restype = ctypes.c_void_p
         lib.EVP_CIPHER_CTX_free.argtypes = [ctypes.c_void_p]
         lib.EVP_CIPHER_CTX_set_padding.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.EVP_aes_128_ctr.restype = ctypes.c_void_p
         lib.EVP_aes_128_ecb.restype = ctypes.c_void_p
         lib.EVP_EncryptInit_ex.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p,
                                            ctypes.c_char_p]
         lib.EVP_EncryptUpdate.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int),
                                           ctypes.c_void_p, ctypes.c_int]
-        cipher = lib.EVP_aes_128_ecb()
     except (OSError, AttributeError):
         return None
+    return lib
+
+
+def _evp(lib, cipher, key: bytes, iv, out: np.ndarray, src: np.ndarray, nbytes: int, moving: bool):
+    """Encrypt nbytes into `out` with one EVP context, padding off, in C-int-sized calls;
+    `src` advances with `out` (moving: ECB's blocks) or is read from its start every call
+    (CTR's keystream: zeros of one call's length)."""
+    ctx = lib.EVP_CIPHER_CTX_new()
+    if not ctx:
+        raise MemoryError("EVP_CIPHER_CTX_new failed")
+    try:
+        if lib.EVP_EncryptInit_ex(ctx, cipher, None, key, iv) != 1:
+            raise RuntimeError("EVP_EncryptInit_ex failed")
+        lib.EVP_CIPHER_CTX_set_padding(ctx, 0)
+        done, got = 0, ctypes.c_int(0)
+        while done < nbytes:
+            k = min(nbytes - done, _CHUNK)  # _CHUNK is a multiple of 16
+            if lib.EVP_EncryptUpdate(ctx, out.ctypes.data + done, ctypes.byref(got),
+                                     src.ctypes.data + (done if moving else 0), k) != 1 or got.value != k:
+                raise RuntimeError("EVP_EncryptUpdate failed")
+            done += k
+    finally:
+        lib.EVP_CIPHER_CTX_free(ctx)
+
+
+def _agrees(fn, reference, cases) -> bool:
+    """libcrypto's result equals the cryptography package's on `cases` (else it is not used)."""
+    try:
+        return all(np.array_equal(fn(*c), reference(*c)) for c in cases)
+    except (RuntimeError, MemoryError, OSError):
+        return False
+
+
+def _load_ctr(lib):
+    """AES-128-CTR from libcrypto, or None."""
+    if lib is None:
+        return None
+    cipher = lib.EVP_aes_128_ctr()
+
+    def aes(key: bytes, out: np.ndarray, nbytes: int):
+        _evp(lib, cipher, key, _NONCE, out, _zeros(min(nbytes, _CHUNK)), nbytes, moving=False)
+
+    def run(f, n):
+        out = np.empty(n + 16, np.uint8)
+        f(bytes(range(16)), out, n)
+        return out[:n]
+
+    ok = _agrees(lambda n: run(aes, n), lambda n: run(_aes_cryptography, n), [(1,), (17,), (1000,)])
+    return aes if ok else None
+
+
+def _load_ecb(lib):
+    """AES-128-ECB (padding off) from libcrypto, or None."""
+    if lib is None:
+        return None
+    cipher = lib.EVP_aes_128_ecb()
 
     def ecb(key: bytes, data: np.ndarray, out: np.ndarray):
-        ctx = lib.EVP_CIPHER_CTX_new()
-        if not ctx:
-            raise MemoryError("EVP_CIPHER_CTX_new failed")
-        try:
-            if lib.EVP_EncryptInit_ex(ctx, cipher, None, key, None) != 1:
-                raise RuntimeError("EVP_EncryptInit_ex failed")
-            lib.EVP_CIPHER_CTX_set_padding(ctx, 0)
-            done, got, nbytes = 0, ctypes.c_int(0), data.nbytes
-            while done < nbytes:
-                k = min(nbytes - done, _CHUNK)  # _CHUNK is a multiple of 16
-                if lib.EVP_EncryptUpdate(ctx, out.ctypes.data + done, ctypes.byref(got), data.ctypes.data + done,
-                                         k) != 1 or got.value != k:
-                    raise RuntimeError("EVP_EncryptUpdate failed")
-                done += k
-        finally:
-            lib.EVP_CIPHER_CTX_free(ctx)
+        _evp(lib, cipher, key, None, out, data, data.nbytes, moving=True)
 
-    try:
-        rng = np.random.default_rng(0)
-        for n in (1, 3, 100):
-            d = rng.integers(0, 256, 16 * n, dtype=np.uint8)
-            a, b = np.empty_like(d), np.empty_like(d)
-            ecb(bytes(range(16)), d, a)
-            _ecb_cryptography(bytes(range(16)), d, b)
-            if not np.array_equal(a, b):
-                return None
-    except (RuntimeError, MemoryError, OSError):
-        return None
-    return ecb
+    def run(f, d):
+        out = np.empty_like(d)
+        f(bytes(range(16)), d, out)
+        return out
+
+    rng = np.random.default_rng(0)
+    cases = [(rng.integers(0, 256, 16 * n, dtype=np.uint8),) for n in (1, 3, 100)]
+    return ecb if _agrees(lambda d: run(ecb, d), lambda d: run(_ecb_cryptography, d), cases) else None
 
 
-_ECB = _load_ecb() or _ecb_cryptography
+_LIB = _libcrypto()
+_AES = _load_ctr(_LIB) or _aes_cryptography
+
+
+_ECB = _load_ecb(_LIB) or _ecb_cryptography
 
 
 def aes_ecb(key: bytes, blocks: np.ndarray) -> np.ndarray:

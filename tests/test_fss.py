@@ -62,15 +62,19 @@ def test_dcf_key_alone_does_not_give_the_value():
 # ---------------------------------------------------------------- plans
 
 
-def chain(n=2, shape=(3, 5), method="fss"):
-    """x (alice), y (bob) shared; lt, gt, ge, le of (x, y), relu(x), relu(y - x), all secret."""
-    names = ["alice", "bob", "carol"][:n]
-    b = Builder("t", names)
+def _shared_xy(n, shape):
+    """A builder for n parties and x (alice's), y (bob's) loaded and shared."""
+    b = Builder("t", ["alice", "bob", "carol"][:n])
     xs = []
     for k, tag in ((0, "x"), (1, "y")):
         v = b.emit("load", attrs={"tag": tag, "owner": k}, types=[TensorType("f32", shape, private(k))])
         xs.append(b.emit("share", [v]))
-    x, y = xs
+    return b, xs
+
+
+def chain(n=2, shape=(3, 5), method="fss"):
+    """x (alice), y (bob) shared; lt, gt, ge, le of (x, y), relu(x), relu(y - x), all secret."""
+    b, (x, y) = _shared_xy(n, shape)
     a = {"method": method}
     outs = [b.emit(op, [x, y], a) for op in ("lt", "gt", "ge", "le")]
     outs.append(b.emit("relu", [x], a))
@@ -79,12 +83,7 @@ def chain(n=2, shape=(3, 5), method="fss"):
 
 
 def one(op, n=2, shape=(3, 5), method="fss"):
-    names = ["alice", "bob", "carol"][:n]
-    b = Builder("t", names)
-    xs = []
-    for k, tag in ((0, "x"), (1, "y")):
-        v = b.emit("load", attrs={"tag": tag, "owner": k}, types=[TensorType("f32", shape, private(k))])
-        xs.append(b.emit("share", [v]))
+    b, xs = _shared_xy(n, shape)
     out = b.emit(op, xs if op != "relu" else xs[:1], {"method": method})
     return verify(b.finish([out]))
 

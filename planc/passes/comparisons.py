@@ -136,9 +136,9 @@ class ChooseComparisons(Pass):
             a = score(fig_bits[i], self.objective, self.net)
             b = score(fig_fss[i], self.objective, self.net)
             pick[i] = "fss" if b < a else "bits"
-        mixed = with_nodes(graph, with_method(graph.nodes, lambda k, node: pick.get(k, "bits")))
         if set(pick.values()) != {"bits", "fss"}:
             return fss if "fss" in pick.values() else bits
+        mixed = with_nodes(graph, with_method(graph.nodes, lambda k, node: pick.get(k, "bits")))
         best = min(((_plan_score(bounds.compute(mixed, **kw), self.objective, self.net), 0, mixed),
                     (_plan_score(b_fss, self.objective, self.net), 1, fss),
                     (_plan_score(b_bits, self.objective, self.net), 2, bits)), key=lambda t: (t[0], t[1]))

@@ -131,28 +131,33 @@ def _sign(P, x, relu):
     return c, torch.from_numpy(V).add_(cat("rho")), None, r
 
 
+def _opened(P, x, node, what, relu):
+    """The one round on x (any shape) and what both results are made of: (shape, c, [s],
+    [s r]) with s = [x >= 0] = c_40 + (1 - 2 c_40)[u] and, for relu, [s r] = c_40 [r] +
+    (1 - 2 c_40)[u r]; [s] is None on meta tensors."""
+    _need_two(P, node, what)
+    shape = tuple(x.shape)
+    c, u, ur, r = yield from _sign(P, x.reshape(math.prod(shape)), relu=relu)
+    if P.meta:
+        return shape, c, None, None
+    c40 = (c >> NBITS) & 1
+    flip = 1 - 2 * c40
+    s = u.mul_(flip).add_(lead(P, c40))
+    return shape, c, s, (ur.mul_(flip).add_(c40 * r) if relu else None)
+
+
 def fss_sign_bit(P, x, node=None):
     """[x < 0] as an arithmetic share (scale 1) of the exact bit, |x| < 2^40 ring units;
     x: this party's int64 ring share, any shape. A generator: ONE round."""
-    _need_two(P, node, "sign_bit")
-    shape = tuple(x.shape)
-    c, u, _, _ = yield from _sign(P, x.reshape(math.prod(shape)), relu=False)
-    if P.meta:
+    shape, _, s, _ = yield from _opened(P, x, node, "sign_bit", relu=False)
+    if s is None:
         return P.empty(shape)
-    c40 = (c >> NBITS) & 1
-    s = u.mul_(1 - 2 * c40).add_(lead(P, c40))  # [s] = c_40 + (1 - 2 c_40)[rho xor B]
     return lead(P, torch.ones_like(s)).sub_(s).reshape(shape)  # [x < 0] = 1 - [s]
 
 
 def fss_relu(P, x, node=None):
     """Ring share of relu(x) = [x >= 0] x, exact for |x| < 2^40 ring units. ONE round."""
-    _need_two(P, node, "relu")
-    shape = tuple(x.shape)
-    c, u, ur, r = yield from _sign(P, x.reshape(math.prod(shape)), relu=True)
-    if P.meta:
+    shape, c, s, sr = yield from _opened(P, x, node, "relu", relu=True)
+    if s is None:
         return P.empty(shape)
-    c40 = (c >> NBITS) & 1
-    flip = 1 - 2 * c40
-    s = u.mul_(flip).add_(lead(P, c40))  # [s] = c_40 + (1 - 2 c_40)[u]
-    sr = ur.mul_(flip).add_(c40 * r)  # [s r] = c_40 [r] + (1 - 2 c_40)[u r]
     return s.mul_(c - (1 << NBITS)).sub_(sr).reshape(shape)  # s x = s (c - 2^40) - s r
