@@ -89,8 +89,12 @@ def test_data_labeling_matches_torch(labeling):
     out = []
     rep = labeling.main(images=128, eval_images=200, log=out.append)
     assert rep["steps"] == 2 and "1 loop" in out[0]
-    # two SGD steps over shares (lr 0.1, momentum 0.9): measured max |loss - torch| ~1e-5, |w - torch| ~5e-4
-    assert (rep["losses"] - rep["torch_losses"]).abs().max() < 1e-3, rep["losses"] - rep["torch_losses"]
+    # two SGD steps over shares (He init, standardized images, lr 0.1, momentum 0.9), measured over 8
+    # runs: step 1's loss within 9e-6 of torch's; after one step the weights differ by up to 7e-4
+    # (fixed-point gradients) and step 2's loss by up to 2.6e-3 (standardized pixels up to 2.8
+    # through 9 taps of conv1 amplify a weight difference)
+    diff = (rep["losses"] - rep["torch_losses"]).abs()
+    assert diff[0] < 1e-4 and diff.max() < 5e-3, rep["losses"] - rep["torch_losses"]
     assert rep["max_dw"] < 5e-3, rep["max_dw"]
     assert abs(rep["acc_private"] - rep["acc_torch"]) <= 0.02
 
